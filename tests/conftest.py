@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def run_script(script, *args, cwd, timeout=300, env=None, command=None):
     """Run `python <script> <args>` in `cwd` (so `runs/` lands there); return (process, summary or None)."""
+    Path(cwd).mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     cmd = command or [sys.executable, str(REPO / script), *map(str, args)]
     proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,133 @@
+"""a2c.py: the n-step return math, learning CartPole, determinism, checkpoints, bad input, Ctrl-C."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO, assert_bad_input, read_summary, run_script
+
+sys.path.insert(0, str(REPO))
+import a2c  # noqa: E402  (importing a script has no side effects)
+
+
+def brute_force_returns(rewards, terminated, truncated, final_values, last_values, gamma):
+    """Sum gamma^k r_{t+k} forward from each step to the episode's end or the rollout's end, then
+    add the discounted bootstrap: 0 at a termination, V(final_obs) at a truncation, V(s_T) at the end."""
+    T, n_envs = len(rewards), len(rewards[0])
+    returns = [[0.0] * n_envs for _ in range(T)]
+    for i in range(n_envs):
+        for t in range(T):
+            total, k = 0.0, t
+            while True:
+                total += gamma ** (k - t) * rewards[k][i]
+                if terminated[k][i]:
+                    break
+                if truncated[k][i]:
+                    total += gamma ** (k - t + 1) * final_values[k][i]
+                    break
+                if k == T - 1:
+                    total += gamma ** (k - t + 1) * last_values[i]
+                    break
+                k += 1
+            returns[t][i] = total
+    return returns
+
+
+def test_nstep_returns_match_brute_force_with_termination_and_truncation():
+    gamma = 0.9
+    rewards = [[1.0, 0.5], [2.0, -1.0], [0.5, 3.0], [1.5, 1.0], [-1.0, 2.0], [1.0, 0.25]]
+    # env 0 terminates at t=1 and is truncated at t=4; env 1 is truncated at t=2 and terminates at t=3
+    terminated = [[False, False], [True, False], [False, False], [False, True], [False, False], [False, False]]
+    truncated = [[False, False], [False, False], [False, True], [False, False], [True, False], [False, False]]
+    final_values = [[0.0, 0.0], [0.0, 0.0], [0.0, 7.0], [0.0, 0.0], [5.0, 0.0], [0.0, 0.0]]
+    last_values = [10.0, -4.0]
+    expected = brute_force_returns(rewards, terminated, truncated, final_values, last_values, gamma)
+
+    terminated_t, truncated_t = torch.tensor(terminated), torch.tensor(truncated)
+    # the script's convention: bootstrap_values is V(final_obs) on truncations, 0 on terminations
+    bootstrap = torch.tensor(final_values) * (truncated_t & ~terminated_t)
+    returns = a2c.nstep_returns(torch.tensor(rewards), terminated_t | truncated_t, bootstrap, torch.tensor(last_values), gamma)
+    torch.testing.assert_close(returns, torch.tensor(expected))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("a2c_train")
+    proc, summary = run_script("a2c.py", "--seed", 1, cwd=cwd)
+    return cwd, proc, summary
+
+
+def test_learns_cartpole(trained):
+    _, proc, summary = trained
+    assert proc.returncode == 0, proc.stderr
+    assert summary["solved"], summary
+    assert summary["train_return_mean100"] >= summary["target_return"] == 475
+    assert summary["solved_at_step"] <= summary["global_step"]
+    assert summary["eval_episodes"] == 10 and summary["eval_return_mean"] >= 475, summary
+    assert not summary["interrupted"]
+
+
+def test_eval_checkpoint_round_trip(trained):
+    cwd, _, summary = trained
+    proc = subprocess.run([sys.executable, str(REPO / "a2c.py"), "--eval-checkpoint", summary["model_path"]],
+                          cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    # same seed, same greedy policy, same evaluation episodes as at the end of training
+    assert f"return {summary['eval_return_mean']:.1f} ± {summary['eval_return_std']:.1f} over 10 episodes" in proc.stdout
+
+
+def test_same_seed_same_numbers(tmp_path):
+    args = ("--seed", 3, "--total-timesteps", 30_000, "--no-stop-at-target", "--eval-episodes", 2)
+    summaries = [run_script("a2c.py", *args, cwd=tmp_path / str(run))[1] for run in range(2)]
+    for key in ("wall_time_s", "sps", "model_path", "solved_at_s"):
+        for summary in summaries:
+            summary.pop(key)
+    assert summaries[0] == summaries[1]
+    assert summaries[0]["global_step"] >= 30_000 and summaries[0]["episodes"] > 0
+
+
+def test_async_envs_run(tmp_path):
+    proc, summary = run_script("a2c.py", "--async-envs", "--n-envs", 4, "--total-timesteps", 4_000, "--eval-episodes", 1, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert summary["global_step"] >= 4_000 and not summary["solved"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--env-id", "Pendulum-v1"), ("Box action space", "Discrete")),
+    (("--env-id", "NoSuchEnv-v0"), ("NoSuchEnv-v0",)),
+    (("--n-envs", 0), ("--n-envs",)),
+    (("--n-steps", -1), ("--n-steps",)),
+    (("--gamma", 1.5), ("--gamma",)),
+    (("--eval-checkpoint", "missing.pt"), ("missing.pt", "does not exist")),
+])
+def test_bad_input_exits_2(tmp_path, args, words):
+    proc, _ = run_script("a2c.py", *args, cwd=tmp_path, timeout=60)
+    assert_bad_input(proc, *words)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_foreign_checkpoints_exit_2(tmp_path):
+    torch.save({"script": "a3c.py", "model": {}, "args": {"env_id": "CartPole-v1"}}, tmp_path / "other.pt")
+    torch.save({"script": "a2c.py", "model": {}, "args": {"env_id": "Acrobot-v1"}}, tmp_path / "acrobot.pt")
+    assert_bad_input(run_script("a2c.py", "--eval-checkpoint", "other.pt", cwd=tmp_path, timeout=60)[0], "not an a2c.py checkpoint")
+    assert_bad_input(run_script("a2c.py", "--eval-checkpoint", "acrobot.pt", cwd=tmp_path, timeout=60)[0], "Acrobot-v1")
+
+
+@pytest.mark.parametrize("env_args", [(), ("--async-envs", "--n-envs", "4")])
+def test_ctrl_c_saves_and_exits_130(tmp_path, env_args):
+    proc = subprocess.Popen([sys.executable, str(REPO / "a2c.py"), "--no-stop-at-target", *env_args],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob("runs/*/events.out.tfevents.*")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)  # let it train a little
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C does: the whole process group
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    summary = read_summary(tmp_path)
+    assert summary["interrupted"] and summary["global_step"] > 0
+    assert (tmp_path / summary["model_path"]).is_file()
