@@ -263,17 +263,17 @@ def main():
         print(f"evaluated {args.eval_checkpoint}: return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} episodes")
         return
 
-    from torch.utils.tensorboard import SummaryWriter
-
-    run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(start_time)}"
-    writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
-
     vector_env = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
     envs = vector_env([make_env(args.env_id) for _ in range(args.n_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     model = ActorCritic(envs.single_observation_space.shape[0], envs.single_action_space.n, args.hidden_size).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(start_time)}"
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
 
     global_step, episodes, solved_at_step, solved_at_s = 0, 0, None, None
     recent_returns = deque(maxlen=100)
@@ -379,4 +379,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C before training started: nothing written yet
+        sys.exit(130)
