@@ -229,16 +229,17 @@ def load_checkpoint(path: str, args: Args):
 def evaluate(model, args: Args, device, video_dir: str = ""):
     """Greedy policy (argmax of the logits) on a fresh environment; returns the episode returns."""
     env = make_env(args.env_id, args.capture_video, video_dir)()
-    episode_returns, episode_return = [], 0.0
-    obs, _ = env.reset(seed=args.seed + 100_000)
-    while len(episode_returns) < args.eval_episodes:
-        with torch.no_grad():
-            logits, _ = model(torch.as_tensor(obs, dtype=torch.float32, device=device))
-        obs, reward, terminated, truncated, _ = env.step(logits.argmax().item())
-        episode_return += float(reward)
-        if terminated or truncated:
-            episode_returns.append(episode_return)
-            obs, episode_return = env.reset()[0], 0.0
+    episode_returns = []
+    for episode in range(args.eval_episodes):
+        obs, _ = env.reset(seed=args.seed + 100_000 + episode)
+        done, episode_return = False, 0.0
+        while not done:
+            with torch.no_grad():
+                logits, _ = model(torch.as_tensor(obs, dtype=torch.float32, device=device))
+            obs, reward, terminated, truncated, _ = env.step(logits.argmax().item())
+            episode_return += float(reward)
+            done = terminated or truncated
+        episode_returns.append(episode_return)
     env.close()
     return episode_returns
 

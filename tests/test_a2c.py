@@ -80,6 +80,20 @@ def test_eval_checkpoint_round_trip(trained):
     assert f"return {summary['eval_return_mean']:.1f} ± {summary['eval_return_std']:.1f} over 10 episodes" in proc.stdout
 
 
+def test_capture_video(trained, tmp_path):
+    cwd, _, summary = trained
+    checkpoint = tmp_path / "a2c.pt"
+    checkpoint.write_bytes((cwd / summary["model_path"]).read_bytes())
+    proc, _ = run_script("a2c.py", "--eval-checkpoint", checkpoint, "--capture-video", "--eval-episodes", 2, cwd=tmp_path, timeout=120)
+    try:
+        import moviepy  # noqa: F401  (an optional dependency: RecordVideo writes through it)
+    except ImportError:
+        assert_bad_input(proc, "moviepy")
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert len(list((tmp_path / "videos").glob("*.mp4"))) == 2
+
+
 def test_same_seed_same_numbers(tmp_path):
     args = ("--seed", 3, "--total-timesteps", 30_000, "--no-stop-at-target", "--eval-episodes", 2)
     summaries = [run_script("a2c.py", *args, cwd=tmp_path / str(run))[1] for run in range(2)]
