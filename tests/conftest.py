@@ -1,8 +1,10 @@
 """Helpers shared by the tests: run a script as a user would and read its summary.json."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,17 @@ def assert_bad_input(proc, *words):
 @pytest.fixture
 def repo():
     return REPO
+
+
+def interrupt_run(script, *args, cwd):
+    """Start a training run, let it train ~2 s once its run directory exists, then Ctrl-C it as a
+    terminal does (SIGINT to the whole process group); return (process, stderr, summary or None)."""
+    proc = subprocess.Popen([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 60
+    while not list(Path(cwd).glob("runs/*/events.out.tfevents.*")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    return proc, stderr, read_summary(cwd)

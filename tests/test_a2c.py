@@ -1,14 +1,11 @@
 """a2c.py: the n-step return math, learning CartPole, determinism, checkpoints, bad input, Ctrl-C."""
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
-from conftest import REPO, assert_bad_input, read_summary, run_script
+from conftest import REPO, assert_bad_input, interrupt_run, run_script
 
 sys.path.insert(0, str(REPO))
 import a2c  # noqa: E402  (importing a script has no side effects)
@@ -131,17 +128,9 @@ def test_foreign_checkpoints_exit_2(tmp_path):
     assert_bad_input(run_script("a2c.py", "--eval-checkpoint", "acrobot.pt", cwd=tmp_path, timeout=60)[0], "Acrobot-v1")
 
 
-@pytest.mark.parametrize("env_args", [(), ("--async-envs", "--n-envs", "4")])
+@pytest.mark.parametrize("env_args", [(), ("--async-envs", "--n-envs", 4)])
 def test_ctrl_c_saves_and_exits_130(tmp_path, env_args):
-    proc = subprocess.Popen([sys.executable, str(REPO / "a2c.py"), "--no-stop-at-target", *env_args],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 60
-    while not list(tmp_path.glob("runs/*/events.out.tfevents.*")) and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(2)  # let it train a little
-    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C does: the whole process group
-    _, stderr = proc.communicate(timeout=60)
+    proc, stderr, summary = interrupt_run("a2c.py", "--no-stop-at-target", *env_args, cwd=tmp_path)
     assert proc.returncode == 130, stderr
-    summary = read_summary(tmp_path)
     assert summary["interrupted"] and summary["global_step"] > 0
     assert (tmp_path / summary["model_path"]).is_file()

@@ -1,6 +1,5 @@
 """da2c_nstep.py: n-step returns, gradient averaging, replicas, learning (direct, torchrun, two nodes), failures, bad input."""
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import REPO, assert_bad_input, read_summary, run_script
+from conftest import REPO, assert_bad_input, interrupt_run, read_summary, run_script
 
 sys.path.insert(0, str(REPO))
 import da2c_nstep as da2c  # noqa: E402
@@ -214,16 +213,8 @@ def test_a_rank_that_raises_ends_the_run_with_exit_1(tmp_path, launcher):
 
 
 def test_ctrl_c_saves_and_exits_130(tmp_path):
-    proc = subprocess.Popen([sys.executable, str(REPO / SCRIPT), "--n-workers", "2", "--no-stop-at-target"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 60
-    while not list(tmp_path.glob("runs/*/events.out.tfevents.*")) and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(2)  # let it train a little
-    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C does: the whole process group
-    _, stderr = proc.communicate(timeout=60)
+    proc, stderr, summary = interrupt_run(SCRIPT, "--n-workers", 2, "--no-stop-at-target", cwd=tmp_path)
     assert proc.returncode == 130, stderr
-    summary = read_summary(tmp_path)
     assert summary["interrupted"] and summary["global_step"] > 0
     assert (tmp_path / summary["model_path"]).is_file()
 

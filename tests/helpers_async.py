@@ -1,0 +1,42 @@
+"""Helpers for the tests of the worker scripts (a3c.py, gae.py): an environment that fails on demand and a
+check that a run left no process behind."""
+import os
+import time
+
+# Written to a file `failing_env.py` on PYTHONPATH and passed as `--env-id failing_env:FailingCartPole-v0`,
+# so that spawned workers (which re-import everything) find it too. It raises after 200 steps per process.
+FAILING_ENV = """
+import gymnasium as gym
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
+
+class FailingCartPole(CartPoleEnv):
+    steps = 0
+
+    def step(self, action):
+        FailingCartPole.steps += 1
+        if FailingCartPole.steps > 200:
+            raise RuntimeError("simulated failure in the environment")
+        return super().step(action)
+
+gym.register("FailingCartPole-v0", entry_point=FailingCartPole, max_episode_steps=500, reward_threshold=475.0)
+"""
+
+
+def session_processes(sid):
+    """Processes still alive in session `sid` (the script, its workers and multiprocessing helpers); Linux only."""
+    alive = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.getsid(int(pid)) == sid:
+                alive.append(int(pid))
+        except OSError:
+            pass
+    return alive
+
+
+def wait_session_empty(sid, timeout=10):
+    """Wait up to `timeout` seconds for session `sid` to empty; return the processes still in it."""
+    deadline = time.time() + timeout
+    while session_processes(sid) and time.time() < deadline:
+        time.sleep(0.1)
+    return session_processes(sid)
