@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, assert_bad_input, read_summary, run_script
+from conftest import REPO, assert_bad_input, interrupt_run, run_script
+from helpers_async import FAILING_ENV, wait_session_empty
 
 sys.path.insert(0, str(REPO))
 import a3c  # noqa: E402
@@ -121,11 +122,14 @@ def test_learns_cartpole(tmp_path):
     assert {"charts/episodic_return", "charts/episodic_length", "charts/SPS", "losses/policy_loss", "losses/value_loss",
             "losses/entropy", "eval/episodic_return"} <= set(events.Tags()["scalars"])
 
-    # the saved checkpoint evaluates alone, without training
-    proc = subprocess.run([sys.executable, str(REPO / "a3c.py"), "--eval-checkpoint", summary["model_path"], "--eval-episodes", "3"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    # the saved checkpoint evaluates alone, without training (and records its episodes where moviepy is installed)
+    video = importlib.util.find_spec("moviepy") is not None
+    proc = subprocess.run([sys.executable, str(REPO / "a3c.py"), "--eval-checkpoint", summary["model_path"], "--eval-episodes", "3",
+                           *(["--capture-video"] if video else [])], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"evaluated {summary['model_path']}: return ") and "over 3 episodes" in proc.stdout
+    if video:
+        assert len(list((tmp_path / summary["model_path"]).parent.glob("videos/*.mp4"))) == 3
 
 
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
@@ -139,42 +143,6 @@ def test_runs_under_start_method(tmp_path, method):
 
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds processes through /proc")
-
-
-def _session_processes(sid):
-    """Processes still alive in session `sid` (the script, its workers and multiprocessing helpers)."""
-    alive = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.getsid(int(pid)) == sid:
-                alive.append(int(pid))
-        except OSError:
-            pass
-    return alive
-
-
-def _wait_session_empty(sid, timeout=10):
-    deadline = time.time() + timeout
-    while _session_processes(sid) and time.time() < deadline:
-        time.sleep(0.1)
-    return _session_processes(sid)
-
-
-FAILING_ENV = """
-import gymnasium as gym
-from gymnasium.envs.classic_control.cartpole import CartPoleEnv
-
-class FailingCartPole(CartPoleEnv):
-    steps = 0
-
-    def step(self, action):
-        FailingCartPole.steps += 1
-        if FailingCartPole.steps > 200:
-            raise RuntimeError("simulated failure in the environment")
-        return super().step(action)
-
-gym.register("FailingCartPole-v0", entry_point=FailingCartPole, max_episode_steps=500, reward_threshold=475.0)
-"""
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
@@ -196,7 +164,7 @@ def test_worker_failure_exits_1(tmp_path, method):
     assert proc.returncode == 1, stderr
     assert time.time() - start < 30
     assert "simulated failure in the environment" in stderr and "worker" in stderr
-    assert _wait_session_empty(proc.pid) == []
+    assert wait_session_empty(proc.pid) == []  # no worker or multiprocessing helper outlives the run
 
 
 def _wait_for_run(proc, tmp_path, timeout=60):
@@ -224,28 +192,17 @@ def test_killed_worker_exits_1(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 1, stderr
     assert "died with exit code -9" in stderr
-    assert _wait_session_empty(proc.pid) == []
+    assert wait_session_empty(proc.pid) == []
 
 
 @linux_only
 def test_ctrl_c_saves_and_exits_130(tmp_path):
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "a3c.py"), "--n-workers", "2", "--total-timesteps", "100000000", "--no-stop-at-target"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
-    try:
-        _wait_for_run(proc, tmp_path)
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
-        _, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    proc, stderr, summary = interrupt_run("a3c.py", "--n-workers", 2, "--no-stop-at-target", cwd=tmp_path)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr, stderr
-    summary = read_summary(tmp_path)
     assert summary["interrupted"] and summary["global_step"] > 0
-    assert os.path.exists(tmp_path / summary["model_path"])
-    assert _wait_session_empty(proc.pid) == []
+    assert (tmp_path / summary["model_path"]).is_file()
+    assert wait_session_empty(proc.pid) == []  # the workers stopped too
 
 
 @pytest.mark.parametrize("args, words", [
@@ -263,9 +220,10 @@ def test_bad_input_exits_2(tmp_path, args, words):
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("moviepy") is not None, reason="moviepy is installed")
 def test_capture_video_without_moviepy_exits_2(tmp_path):
-    proc, _ = run_script("a3c.py", "--capture-video", cwd=tmp_path, timeout=60)
+    if importlib.util.find_spec("moviepy") is not None:
+        pytest.skip("moviepy is installed")
+    proc, _ = run_script("a3c.py", "--capture-video", "--total-timesteps", 2000, cwd=tmp_path, timeout=60)
     assert_bad_input(proc, "--capture-video needs moviepy: pip install moviepy")
     assert not (tmp_path / "runs").exists()
 
