@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, assert_bad_input, run_script
+from conftest import REPO, assert_bad_input, interrupt_run, run_script
 from helpers_async import FAILING_ENV, wait_session_empty
 
 sys.path.insert(0, str(REPO))
@@ -108,13 +108,14 @@ def test_runs_under_spawn(tmp_path):
     assert (tmp_path / summary["model_path"]).exists()
 
 
+@pytest.mark.parametrize("method", ["fork", "spawn"])
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds processes through /proc")
-def test_worker_failure_exits_1(tmp_path):
+def test_worker_failure_exits_1(tmp_path, method):
     (tmp_path / "failing_env.py").write_text(textwrap.dedent(FAILING_ENV))
     start = time.time()
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "gae.py"), "--env-id", "failing_env:FailingCartPole-v0", "--n-workers", "2",
-         "--start-method", "spawn"],
+         "--start-method", method],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, start_new_session=True,
     )
@@ -128,6 +129,14 @@ def test_worker_failure_exits_1(tmp_path):
     assert "simulated failure in the environment" in stderr and "worker" in stderr
     assert wait_session_empty(proc.pid) == []  # no worker or multiprocessing helper outlives the run
     assert not list(tmp_path.glob("runs/*/summary.json")) and not list(tmp_path.glob("runs/*/*.pt"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds processes through /proc")
+def test_ctrl_c_saves_and_exits_130(tmp_path):
+    proc, stderr, summary = interrupt_run("gae.py", "--n-workers", 2, "--no-stop-at-target", "--total-timesteps", 10**8, cwd=tmp_path)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert summary["interrupted"] and summary["global_step"] > 0 and (tmp_path / summary["model_path"]).is_file()
+    assert wait_session_empty(proc.pid) == []
 
 
 @pytest.mark.parametrize("args, words", [
