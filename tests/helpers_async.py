@@ -40,3 +40,27 @@ def wait_session_empty(sid, timeout=10):
     while session_processes(sid) and time.time() < deadline:
         time.sleep(0.1)
     return session_processes(sid)
+
+
+def run_with_failing_env(script, tmp_path, start_method):
+    """Run `script` with 2 workers on FailingCartPole; return (process, stderr, seconds it took)."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    (tmp_path / "failing_env.py").write_text(textwrap.dedent(FAILING_ENV))
+    start = time.time()
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve().parent.parent / script), "--env-id", "failing_env:FailingCartPole-v0",
+         "--n-workers", "2", "--start-method", start_method],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc, stderr, time.time() - start

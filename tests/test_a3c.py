@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 from conftest import REPO, assert_bad_input, interrupt_run, run_script
-from helpers_async import FAILING_ENV, wait_session_empty
+from helpers_async import run_with_failing_env, wait_session_empty
 
 sys.path.insert(0, str(REPO))
 import a3c  # noqa: E402
@@ -148,21 +147,9 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fi
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 @linux_only
 def test_worker_failure_exits_1(tmp_path, method):
-    (tmp_path / "failing_env.py").write_text(textwrap.dedent(FAILING_ENV))
-    start = time.time()
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "a3c.py"), "--env-id", "failing_env:FailingCartPole-v0", "--n-workers", "2",
-         "--start-method", method],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
-    )
-    try:
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    proc, stderr, seconds = run_with_failing_env("a3c.py", tmp_path, method)
     assert proc.returncode == 1, stderr
-    assert time.time() - start < 30
+    assert seconds < 30
     assert "simulated failure in the environment" in stderr and "worker" in stderr
     assert wait_session_empty(proc.pid) == []  # no worker or multiprocessing helper outlives the run
 
