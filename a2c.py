@@ -272,6 +272,8 @@ def main():
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     model = ActorCritic(envs.single_observation_space.shape[0], envs.single_action_space.n, args.hidden_size).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
+    next_obs, _ = envs.reset(seed=args.seed)  # environment i gets seed + i
+    next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
 
     from torch.utils.tensorboard import SummaryWriter
 
@@ -283,8 +285,6 @@ def main():
     recent_returns = deque(maxlen=100)
     interrupted = False
     progress = Progress(args.total_timesteps)
-    next_obs, _ = envs.reset(seed=args.seed)  # environment i gets seed + i
-    next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
     try:
         while global_step < args.total_timesteps:
             observations, actions, rewards, dones, bootstrap_values = [], [], [], [], []
