@@ -29,8 +29,12 @@ def main():
         def __init__(self, target_return):
             super().__init__()
             self.target_return, self.solved_at_step, self.solved_at_s = target_return, None, None
+            self.episodes = []  # (step, seconds since start, return) for the benchmark's curves
 
         def _on_step(self):
+            for info in self.locals["infos"]:
+                if "episode" in info:
+                    self.episodes.append((self.num_timesteps, time.time() - start_time, float(info["episode"]["r"])))
             returns = [info["r"] for info in self.model.ep_info_buffer]  # the last 100 episodes
             if len(returns) == 100 and np.mean(returns) >= self.target_return:
                 self.solved_at_step, self.solved_at_s = self.num_timesteps, time.time() - start_time
@@ -55,6 +59,8 @@ def main():
     }
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
+    with open(os.path.join(run_dir, "episodes.json"), "w") as f:
+        json.dump(stop.episodes, f)
     print(json.dumps(summary))
 
 

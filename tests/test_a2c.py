@@ -5,50 +5,14 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, assert_bad_input, interrupt_run, run_script
+from conftest import REPO, assert_bad_input, assert_vector_nstep_returns_match_brute_force, interrupt_run, run_script
 
 sys.path.insert(0, str(REPO))
 import a2c  # noqa: E402  (importing a script has no side effects)
 
 
-def brute_force_returns(rewards, terminated, truncated, final_values, last_values, gamma):
-    """Sum gamma^k r_{t+k} forward from each step to the episode's end or the rollout's end, then
-    add the discounted bootstrap: 0 at a termination, V(final_obs) at a truncation, V(s_T) at the end."""
-    T, n_envs = len(rewards), len(rewards[0])
-    returns = [[0.0] * n_envs for _ in range(T)]
-    for i in range(n_envs):
-        for t in range(T):
-            total, k = 0.0, t
-            while True:
-                total += gamma ** (k - t) * rewards[k][i]
-                if terminated[k][i]:
-                    break
-                if truncated[k][i]:
-                    total += gamma ** (k - t + 1) * final_values[k][i]
-                    break
-                if k == T - 1:
-                    total += gamma ** (k - t + 1) * last_values[i]
-                    break
-                k += 1
-            returns[t][i] = total
-    return returns
-
-
 def test_nstep_returns_match_brute_force_with_termination_and_truncation():
-    gamma = 0.9
-    rewards = [[1.0, 0.5], [2.0, -1.0], [0.5, 3.0], [1.5, 1.0], [-1.0, 2.0], [1.0, 0.25]]
-    # env 0 terminates at t=1 and is truncated at t=4; env 1 is truncated at t=2 and terminates at t=3
-    terminated = [[False, False], [True, False], [False, False], [False, True], [False, False], [False, False]]
-    truncated = [[False, False], [False, False], [False, True], [False, False], [True, False], [False, False]]
-    final_values = [[0.0, 0.0], [0.0, 0.0], [0.0, 7.0], [0.0, 0.0], [5.0, 0.0], [0.0, 0.0]]
-    last_values = [10.0, -4.0]
-    expected = brute_force_returns(rewards, terminated, truncated, final_values, last_values, gamma)
-
-    terminated_t, truncated_t = torch.tensor(terminated), torch.tensor(truncated)
-    # the script's convention: bootstrap_values is V(final_obs) on truncations, 0 on terminations
-    bootstrap = torch.tensor(final_values) * (truncated_t & ~terminated_t)
-    returns = a2c.nstep_returns(torch.tensor(rewards), terminated_t | truncated_t, bootstrap, torch.tensor(last_values), gamma)
-    torch.testing.assert_close(returns, torch.tensor(expected))
+    assert_vector_nstep_returns_match_brute_force(a2c.nstep_returns)
 
 
 @pytest.fixture(scope="module")

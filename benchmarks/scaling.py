@@ -1,0 +1,93 @@
+"""Worker scaling on CartPole-v1: steps per second of a3c.py and da2c_nstep.py at 1, 2, 4 and 8 workers.
+
+    pip install -r requirements-bench.txt
+    python benchmarks/scaling.py                        # 2 rounds, both scripts, 1 2 4 8 workers
+    python benchmarks/scaling.py --scripts a3c.py --workers 1 2 --rounds 3
+
+Each run trains a fixed budget with `--no-stop-at-target` (so every worker count does the same work
+whatever it learns), and reports the `sps` of its summary.json: environment steps summed over
+workers, divided by the training time. Rounds alternate worker counts and scripts so that machine
+noise falls on all alike; the figure and table give the median of the rounds. Writes
+benchmarks/results/scaling.json and docs/scaling.png.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BUDGET = {"a3c.py": 150_000, "gae.py": 150_000, "da2c_nstep.py": 60_000}
+
+
+def run_sps(script, n_workers, steps):
+    with tempfile.TemporaryDirectory() as cwd:
+        command = [sys.executable, str(REPO / script), "--n-workers", str(n_workers), "--total-timesteps", str(steps),
+                   "--no-stop-at-target", "--eval-episodes", "1", "--no-save-model"]
+        proc = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"{script} --n-workers {n_workers} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+        return json.loads(next(Path(cwd).glob("runs/*/summary.json")).read_text())["sps"]
+
+
+def plot(medians, workers, machine, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for script, by_workers in medians.items():
+        ax.plot(workers, [by_workers[str(n)] for n in workers], marker="o", label=script)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(workers, [str(n) for n in workers])
+    ax.set_xlabel("workers (processes)")
+    ax.set_ylabel("environment steps per second")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"CartPole-v1 throughput, {machine.split(',')[0]}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scripts", nargs="+", default=["a3c.py", "da2c_nstep.py"])
+    parser.add_argument("--workers", nargs="+", type=int, default=[1, 2, 4, 8])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", default=str(REPO / "benchmarks/results/scaling.json"))
+    parser.add_argument("--figure", default=str(REPO / "docs/scaling.png"))
+    args = parser.parse_args()
+
+    runs = {script: {str(n): [] for n in args.workers} for script in args.scripts}
+    for round_index in range(args.rounds):
+        for n_workers in args.workers:
+            for script in args.scripts:
+                sps = run_sps(script, n_workers, BUDGET[script])
+                runs[script][str(n_workers)].append(sps)
+                print(f"round {round_index + 1}  {script:14s} workers {n_workers}: {sps} SPS", flush=True)
+
+    medians = {script: {n: statistics.median(values) for n, values in by_workers.items()} for script, by_workers in runs.items()}
+    rows = ["| script | " + " | ".join(f"{n} workers" for n in args.workers) + " | 2 vs 1 | 8 vs 2 |",
+            "|---|" + "---|" * (len(args.workers) + 2)]
+    for script, by_workers in medians.items():
+        ratio = lambda a, b: f"{by_workers[a] / by_workers[b]:.2f}x" if a in by_workers and b in by_workers else "-"  # noqa: E731
+        rows.append(f"| {script} | " + " | ".join(f"{by_workers[str(n)]:.0f}" for n in args.workers) + f" | {ratio('2', '1')} | {ratio('8', '2')} |")
+    markdown = "\n".join(rows)
+    machine = f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, no GPU used, {time.strftime('%Y-%m-%d')}"
+    print(f"\n{markdown}\n\nsteps per second, median of {args.rounds} rounds; {machine}; `python benchmarks/scaling.py {' '.join(sys.argv[1:])}`")
+    plot(medians, args.workers, machine, args.figure)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"machine": machine, "argv": sys.argv[1:], "table": markdown, "runs": runs}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
