@@ -22,12 +22,13 @@ algorithm on Atari pixels. Here there is one process, one model and one optimize
 
 Defaults (tuned for the fastest reliable CartPole-v1 solve on a 2-core CPU, see README) differ from
 the seeds: the threaded A2C notes (seed 002) use Adam lr 5e-4 with 6 workers and 5 steps, the A3C
-paper RMSProp with 5 steps and entropy 0.01. Here: Adam lr 2e-3, 16 environments, 5 steps, and no
-entropy bonus, as rl-zoo's CartPole setting for A2C. Steps to solve, seeds 1-5: lr 2e-3 178k-431k
-(median 232k, greedy evaluation 500 on every seed), 3e-3 122k-453k (median 256k), 3e-3 with 8
-steps 198k-581k; on seeds 1-3 lr 1e-3 (with 8 steps) needed 444k-503k and 32 environments more
-steps than 16. The run stops on the step that reaches the target, without a last update: with one
-more update at lr 3e-3, a solved seed once evaluated at a return of 12.
+paper RMSProp with 5 steps and entropy 0.01. Here: Adam lr 2e-3, 8 environments, 5 steps, and no
+entropy bonus, as rl-zoo's CartPole setting for A2C. Steps to solve, seeds 1-5 (`--eval-episodes 1`):
+8 environments 106k-260k (median 111k, greedy evaluation 500 on every seed); 16 environments
+178k-431k (median 232k), and with lr 3e-3 122k-453k; 8 environments with 8 steps 153k and 155k on
+seeds 1-2; on seeds 1-3 lr 1e-3 (16 x 8 steps) needed 444k-503k, and 32 environments more steps than
+16. The run stops on the step that reaches the target, without a last update: with one more update
+at lr 3e-3, a solved seed once evaluated at a return of 12.
 """
 
 # /// script
@@ -72,7 +73,7 @@ class Args:
     """gymnasium id of an environment with a flat Box observation and a Discrete action space"""
     total_timesteps: int = 1_000_000
     """budget of environment steps, summed over all environments"""
-    n_envs: int = 16
+    n_envs: int = 8
     """number of environment copies stepped in lockstep"""
     n_steps: int = 5
     """steps per environment in each rollout (the n of the n-step return)"""
