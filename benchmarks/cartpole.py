@@ -85,7 +85,7 @@ def table(results, commands):
         ratio = f"{statistics.median(times) / statistics.median(peer_times):.0%}" if times and peer_times and len(solved) == len(runs) else "-"
         name = "SB3 A2C (rl-zoo)" if command == PEER else command
         script = shlex.split(command)[0]
-        rows.append(f"| {name} | {WORKER_MODEL.get(script, '-')} | {"-" if script == PEER else lines_of_code(script)} | {len(solved)}/{len(runs)} | {spread(times, '.1f')} | {spread([r['solved_at_step'] for r in solved], '.0f')} "
+        rows.append(f"| {name} | {WORKER_MODEL.get(script, '-')} | {'-' if script == PEER else lines_of_code(script)} | {len(solved)}/{len(runs)} | {spread(times, '.1f')} | {spread([r['solved_at_step'] for r in solved], '.0f')} "
                     f"| {statistics.median(r['sps'] for r in runs):.0f} | {spread(evals, '.0f')} | {ratio} |")
     return "\n".join(rows)
 
