@@ -75,7 +75,7 @@ def spread(values, fmt):
 
 def table(results, commands):
     peer_times = [r["time_to_solve_s"] for r in results if r["command"] == PEER and r["solved"]]
-    rows = ["| script | workers | lines | solved | time to solve, s: median [min-max] | steps to solve: median [min-max] | SPS (median) | greedy eval return | time vs peer |",
+    rows = ["| script | worker model | lines | solved | time to solve, s: median [min-max] | steps to solve: median [min-max] | SPS (median) | greedy eval return | time vs peer |",
             "|---|---|---|---|---|---|---|---|---|"]
     for command in commands:
         runs = [r for r in results if r["command"] == command]
