@@ -43,8 +43,10 @@ at lr 3e-3, a solved seed once evaluated at a return of 12.
 # ]
 # ///
 import json
+import multiprocessing
 import os
 import random
+import signal
 import sys
 import time
 from collections import deque
@@ -113,6 +115,9 @@ def fail(message: str):
 
 def make_env(env_id: str, capture_video: bool = False, video_dir: str = ""):
     def thunk():
+        if multiprocessing.parent_process() is not None:
+            # an --async-envs worker: Ctrl-C reaches the whole process group, but only the learner acts on it
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         if capture_video:
             env = gym.make(env_id, render_mode="rgb_array")
             return gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda episode: True)
@@ -348,7 +353,8 @@ def main():
     except KeyboardInterrupt:
         interrupted = True
     progress.close()
-    envs.close()
+    # after Ctrl-C a step may be half received: end the --async-envs workers rather than wait on them
+    envs.close(terminate=interrupted)
     train_time_s = time.time() - start_time
 
     eval_returns = []

@@ -420,7 +420,7 @@ def main():
     run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(start_time)}"
     writer, progress, last_update = None, None, 0.0
     episodes, solved_at_step, solved_at_s, error, interrupted = 0, None, None, None, False
-    recent_returns = deque(maxlen=100)
+    recent_returns, solved_weights = deque(maxlen=100), None
     try:
         # imported and started after the fork: fork copies no threads, so a running writer thread must not exist yet
         from torch.utils.tensorboard import SummaryWriter
@@ -452,6 +452,9 @@ def main():
                     solved_at_step, solved_at_s = step, time.time() - start_time
                     if args.stop_at_target:
                         stop.value = 1
+                        # the workers still apply the updates they have in flight, and a few updates can
+                        # undo a solved policy: evaluate and save the weights that reached the target
+                        solved_weights = [{k: v.clone() for k, v in net.state_dict().items()} for net in (policy, value)]
             if time.time() - last_update >= 0.5:
                 dead = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode not in (None, 0)]
                 if dead:  # report its own error message if it sent one, else its exit code (-N: killed by signal N)
@@ -468,6 +471,9 @@ def main():
     if progress is not None:
         progress.close()
     stop_workers(procs, stop, messages)
+    if solved_weights is not None:
+        policy.load_state_dict(solved_weights[0])
+        value.load_state_dict(solved_weights[1])
     if writer is None:  # Ctrl-C before the run directory was written: nothing to save
         sys.exit(130)
     if error is not None:
