@@ -280,7 +280,7 @@ def main():
     envs = vector_env([make_env(args.env_id) for _ in range(args.n_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     model = ActorCritic(envs.single_observation_space.shape[0], envs.single_action_space.n, args.hidden_size).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, fused=True)  # 83 against 190 us a step
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, fused=True)  # one kernel for all tensors: 83 against 190 us a step
     next_obs, _ = envs.reset(seed=args.seed)  # environment i gets seed + i
     next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
 
@@ -298,8 +298,8 @@ def main():
         while global_step < args.total_timesteps:
             observations, actions, rewards, dones, bootstrap_values = [], [], [], [], []
             for _ in range(args.n_steps):
-                with torch.no_grad():
-                    probs = model(next_obs)[0].softmax(-1)
+                with torch.no_grad():  # acting needs only the policy head
+                    probs = model.policy_head(model.trunk(next_obs)).softmax(-1)
                 # inverse-CDF sampling, a = #{k < n-1 : u > P(A <= k)} with u ~ U(0, 1): a quarter of the
                 # cost of Categorical(logits).sample() on a few rows (14 against 51 us for 8 rows)
                 action = (torch.rand(args.n_envs, 1, device=device) > probs.cumsum(-1)[:, :-1]).sum(-1)

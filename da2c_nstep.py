@@ -50,8 +50,8 @@ gradient-averaging test checks this); for 2 x 2 envs:
   where terminating is the goal.
 - returns L2-normalized over the batch (`F.normalize`): dropped. 2 x 4 envs, seeds 1-3: two solved,
   at 351k and 371k steps, against 209k-216k.
-- one environment per worker: 8 per rank by default. 1 per rank: 134k-250k steps (seeds 1-3), and
-  fewer steps per second; 4 per rank: 209k-231k (seeds 1-5, lr 1e-3).
+- one environment per worker: dropped. 1 per rank: 134k-250k steps (seeds 1-3), and fewer steps
+  per second; 4 per rank: 209k-231k (seeds 1-5, lr 1e-3). How many per rank: below.
 Not from the seed: an entropy bonus of 0.01 (A3C's; 2 x 4 envs) left seeds 1-3 at a return(100)
 of about 395 after 400k steps. With vf 0.1 and 2 x 2 envs, lr 2e-3 solved seeds 1-10 in 69k-292k
 steps, 3e-3 collapsed on seed 3, 1.5e-3 took 95k-200k (seeds 1-5).
