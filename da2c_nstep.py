@@ -3,7 +3,7 @@
 Every rank (process) holds a replica of one two-headed actor-critic network and its own
 environments. Each update every rank plays `--n-steps` steps in each of its `--n-envs`
 environments, computes n-step bootstrapped returns and the actor-critic loss on that experience,
-the gradients are averaged over all ranks with one all-reduce, and every rank takes the same Adam
+the gradients are averaged over all ranks with one collective, and every rank takes the same Adam
 step, so the replicas stay bit-identical. This is the distributed training of the seed chapter
 ("Tackling more complex problems with actor-critic methods", Zai & Brown, Deep Reinforcement
 Learning in Action, ch. 5) made synchronous; the n-step actor-critic is A3C's (Mnih et al. 2016,
@@ -22,13 +22,13 @@ counts from each rank's start). The backend is gloo: this small MLP acting on on
 time is faster on the CPU, so there is no nccl path. Rank 0 alone logs, draws the progress,
 evaluates and saves; stopping needs no message, as every rank sees the same gathered episodes and
 so stops at the same update. A rank that fails ends the run with exit code 1: the launcher (ours or
-torchrun's) stops the other ranks at once, and a rank left waiting in the all-reduce for a rank on
+torchrun's) stops the other ranks at once, and a rank left waiting in the collective for a rank on
 another machine gives up after `--timeout-s`.
 
 Siblings: `a2c.py` is the same synchronous algorithm with vectorized environments in one process;
 `a3c.py` and `gae.py` run asynchronous Hogwild workers on a model in shared memory (one machine).
 This file is the multi-process, multi-machine one: its only channel between ranks is one
-all-reduce per update.
+all-gather per update.
 
 The seed's listings are broken (`j` never defined, values/log-probs/rewards never stored, `G` taken
 from the value of the state *before* the last step, one `done` for failure and time limit). Here:
@@ -55,10 +55,13 @@ gradient-averaging test checks this); for 2 x 2 envs:
 Not from the seed: an entropy bonus of 0.01 (A3C's; 2 x 4 envs) left seeds 1-3 at a return(100)
 of about 395 after 400k steps. With vf 0.1 and 2 x 2 envs, lr 2e-3 solved seeds 1-10 in 69k-292k
 steps, 3e-3 collapsed on seed 3, 1.5e-3 took 95k-200k (seeds 1-5).
-Time to solve is what the defaults are chosen for, and here the all-reduce sets the pace: gloo over
-loopback took 1.3 ms per call on this 2-core machine with both ranks idle and 2.5 ms with both busy,
-whatever the buffer's size, against 0.13 ms with one rank. 8 envs per rank do four times the work of
-2 per update for one all-reduce, and the larger batch (160 steps with 2 ranks) takes lr 3e-3.
+Time to solve is what the defaults are chosen for, and here the collective sets the pace: on this
+2-core machine a gloo all-reduce over loopback took 1.3 ms per call with both ranks idle and 2.5 ms
+with both busy, whatever the buffer's size, against 0.13 ms with one rank (the all-gather now used:
+0.5 ms idle, 1.6-2.1 ms after 3 ms of work). 8 envs per rank do four times the work of 2 per update
+for one collective, and the larger batch (160 steps with 2 ranks) takes lr 3e-3. 16 envs per rank
+solved in about the same time (seeds 1-5: 7.7-13.7 s against 8.9-12.1 s) but took more steps
+(142k-386k against 135k-224k), and at lr 5e-3 one seed in five did not solve.
 Seconds to solve (from the script's start, two real ranks, seeds 1-5): 2 x 8 envs at 3e-3: 11.5,
 9.6, 13.5, 14.6, 10.1 (135k-224k steps, 12.8k-15.0k steps/s); 2 x 4 at 3e-3: 12.3, 10.4, 11.7, 11.2,
 14.1 (77k-117k steps, 7-8k steps/s); 2 x 8 envs with 5 steps at 2e-3: 13.0-16.3. The former
@@ -202,10 +205,12 @@ class ActorCritic(nn.Module):
         return self.actor(h), self.critic(h).squeeze(-1)
 
 
-# Gradients are averaged with an explicit all-reduce rather than DistributedDataParallel: they live
-# in one flat buffer, and the same buffer carries every rank's finished episodes and a stop flag, so
-# one collective per update is all the communication there is. DDP would hide the averaging in
-# backward hooks and need a second collective for the episodes.
+# Gradients are averaged explicitly rather than with DistributedDataParallel: they live in one flat
+# buffer, and the same buffer carries the rank's finished episodes and its stop flag, so one collective
+# per update is all the communication there is. DDP would hide the averaging in backward hooks and
+# need a second collective for the episodes. The collective is an all-gather, with the sum done on
+# every rank: gloo's all_reduce took 1.2-1.8 ms per call between two ranks on loopback, its all-gather
+# 0.48 ms (500 calls on a 9,000-float tensor, 2 cores), and here that latency sets the pace.
 def flat_grad_buffer(params, n_extra):
     """A zeroed flat tensor whose first part backs every p.grad (backward() accumulates straight
     into it), followed by n_extra slots. Returns it and the number of gradient entries."""
@@ -217,11 +222,13 @@ def flat_grad_buffer(params, n_extra):
     return buf, n_grad
 
 
-def all_reduce_mean_grads(buf, n_grad, world):
-    """Sum buf over the ranks, then the gradient part becomes the mean g = (1/W) sum_r g_r: the
-    gradient of the mean loss over all ranks' samples, as every rank's batch has the same size."""
-    dist.all_reduce(buf)
-    buf[:n_grad] /= world
+def all_reduce_mean_grads(buf, n_grad, gathered):
+    """All-reduce by all-gather: gathered[r] becomes rank r's buf, then the gradient part of buf
+    becomes the mean g = (1/W) sum_r g_r, the gradient of the mean loss over all ranks' samples (every
+    rank's batch has the same size). Every rank adds the same rows in rank order, so all get the same bits."""
+    dist.all_gather_single(gathered.view(-1), buf)
+    torch.sum(gathered[:, :n_grad], dim=0, out=buf[:n_grad])
+    buf[:n_grad] /= gathered.shape[0]
 
 
 def validate(args):
@@ -335,8 +342,9 @@ def train(rank, world, args, t0):
     rng = np.random.default_rng(args.seed + rank)  # action sampling differs per rank
 
     max_episodes = args.n_envs * args.n_steps  # at most one episode ends per environment step
-    buf, n_grad = flat_grad_buffer(params, world * max_episodes * 2 + 1)
-    grads, episodes, stop_flag = buf[:n_grad], buf[n_grad:-1].view(world, max_episodes, 2), buf[-1:]
+    buf, n_grad = flat_grad_buffer(params, max_episodes * 2 + 1)
+    grads, episodes, stop_flag = buf[:n_grad], buf[n_grad:-1].view(max_episodes, 2), buf[-1:]
+    gathered = torch.zeros(world, buf.numel())  # every rank's buf, in rank order
     optimizer = torch.optim.Adam(params, lr=args.learning_rate, fused=True)
 
     T, E = args.n_steps, args.n_envs
@@ -391,10 +399,10 @@ def train(rank, world, args, t0):
             args.vf_coef, args.ent_coef)
         loss.backward()
         if finished:
-            episodes[rank, : len(finished)] = torch.tensor(finished)
-        stop_flag += bool(interrupted)
+            episodes[: len(finished)] = torch.tensor(finished)
+        stop_flag.fill_(bool(interrupted))
         try:
-            all_reduce_mean_grads(buf, n_grad, world)  # also sums everyone's episodes and stop requests
+            all_reduce_mean_grads(buf, n_grad, gathered)  # also gathers everyone's episodes and stop requests
         except RuntimeError as e:  # a peer died or left; that rank reports its own error
             raise PeerLost(str(e).splitlines()[0]) from None
         grad_norm = grads.norm()  # clip the averaged gradient: g * min(1, max_norm / |g|)
@@ -404,16 +412,18 @@ def train(rank, world, args, t0):
         update += 1
         global_step += steps_per_update
 
-        gathered = episodes[episodes[..., 1] > 0].tolist()  # rank order, then finishing order
-        episode_count += len(gathered)
-        recent.extend(episode_return for episode_return, _ in gathered)
+        all_episodes = gathered[:, n_grad:-1].view(world, max_episodes, 2)
+        finished_all = all_episodes[all_episodes[..., 1] > 0].tolist()  # rank order, then finishing order
+        episode_count += len(finished_all)
+        recent.extend(episode_return for episode_return, _ in finished_all)
         mean100 = sum(recent) / len(recent) if recent else None
         if solved_at_step is None and len(recent) == 100 and mean100 >= args.target_return:
             solved_at_step, solved_at_s = global_step, time.time() - t0
-        stop = ((solved_at_step is not None and args.stop_at_target) or stop_flag.item() > 0
+        stop_requested = gathered[:, -1].sum().item() > 0
+        stop = ((solved_at_step is not None and args.stop_at_target) or stop_requested
                 or global_step >= args.total_timesteps)
         if rank == 0:
-            for episode_return, episode_length in gathered:
+            for episode_return, episode_length in finished_all:
                 writer.add_scalar("charts/episodic_return", episode_return, global_step)
                 writer.add_scalar("charts/episodic_length", episode_length, global_step)
             sps = int(global_step / (time.time() - t0))
@@ -429,7 +439,7 @@ def train(rank, world, args, t0):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a further Ctrl-C must not cut the save short
     for env in envs:
         env.close()
-    was_interrupted = stop_flag.item() > 0
+    was_interrupted = stop_requested
     if rank == 0:
         progress.close()
         eval_returns = []

@@ -66,7 +66,7 @@ def averaged_gradient_rank(rank, world, store_dir, out_dir):
     model = da2c.ActorCritic(4, 2)
     buf, n_grad = da2c.flat_grad_buffer(list(model.parameters()), 1)
     loss_of(model, *batch(rank)).backward()
-    da2c.all_reduce_mean_grads(buf, n_grad, world)
+    da2c.all_reduce_mean_grads(buf, n_grad, torch.zeros(world, buf.numel()))
     torch.save([p.grad.clone() for p in model.parameters()], Path(out_dir) / f"grad{rank}.pt")
     dist.destroy_process_group()
 
