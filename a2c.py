@@ -46,6 +46,7 @@ without a last update: with one more update at lr 3e-3, a solved seed once evalu
 # ]
 # ///
 import json
+import math
 import multiprocessing
 import os
 import random
@@ -171,6 +172,30 @@ class ActorCritic(nn.Module):
         return self.value_head(self.trunk(obs)).squeeze(-1)
 
 
+class Adam:
+    """Adam (Kingma & Ba 2015, https://arxiv.org/abs/1412.6980) written out: torch.optim imports
+    torch._dynamo on first use, 1.2 s of start-up, a tenth of the time this script takes to solve
+    CartPole. The same update as torch.optim.Adam, in the same order (tests/test_a2c.py checks it)."""
+
+    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8):
+        self.params, self.lr, self.betas, self.eps = list(params), lr, betas, eps
+        self.exp_avgs = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self):
+        beta1, beta2 = self.betas
+        self.steps += 1
+        bias_correction1, bias_correction2 = 1 - beta1**self.steps, 1 - beta2**self.steps
+        for param, exp_avg, exp_avg_sq in zip(self.params, self.exp_avgs, self.exp_avg_sqs):
+            exp_avg.lerp_(param.grad, 1 - beta1)  # m = beta1 m + (1 - beta1) g
+            exp_avg_sq.mul_(beta2).addcmul_(param.grad, param.grad, value=1 - beta2)  # v = beta2 v + (1 - beta2) g^2
+            # theta -= lr * (m / (1 - beta1^t)) / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+            denom = (exp_avg_sq.sqrt() / math.sqrt(bias_correction2)).add_(self.eps)
+            param.addcdiv_(exp_avg, denom, value=-self.lr / bias_correction1)
+
+
 class Progress:
     """A live bar on a terminal; one plain line every 10 s otherwise (logs, CI)."""
 
@@ -280,7 +305,7 @@ def main():
     envs = vector_env([make_env(args.env_id) for _ in range(args.n_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     model = ActorCritic(envs.single_observation_space.shape[0], envs.single_action_space.n, args.hidden_size).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, fused=True)  # one kernel for all tensors: 83 against 190 us a step
+    optimizer = Adam(model.parameters(), lr=args.learning_rate)
     next_obs, _ = envs.reset(seed=args.seed)  # environment i gets seed + i
     next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
 
@@ -343,7 +368,7 @@ def main():
             policy_loss = -(advantages * log_probs).mean()
             value_loss = 0.5 * (returns - values).pow(2).mean()
             loss = policy_loss + args.vf_coef * value_loss - args.ent_coef * entropy
-            optimizer.zero_grad()
+            model.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             optimizer.step()

@@ -95,3 +95,22 @@ def assert_vector_nstep_returns_match_brute_force(nstep_returns):
     bootstrap = torch.tensor(final_values) * (truncated_t & ~terminated_t)
     returns = nstep_returns(torch.tensor(rewards), terminated_t | truncated_t, bootstrap, torch.tensor(last_values), gamma)
     torch.testing.assert_close(returns, torch.tensor(expected))
+
+
+def assert_adam_matches_torch_optim_adam(adam_class, make_model):
+    """A script's written-out Adam gives the same parameters as torch.optim.Adam, bit for bit, over 20 steps."""
+    torch.manual_seed(0)
+    ours, reference = make_model(), make_model()
+    reference.load_state_dict(ours.state_dict())
+    initial = {name: param.clone() for name, param in ours.state_dict().items()}
+    optimizers = [adam_class(ours.parameters(), lr=3e-3), torch.optim.Adam(reference.parameters(), lr=3e-3)]
+    for _ in range(20):
+        obs = torch.randn(32, 4)
+        for model, optimizer in zip((ours, reference), optimizers):
+            model.zero_grad()
+            logits, values = model(obs)
+            (logits.logsumexp(-1) + values.pow(2)).mean().backward()
+            optimizer.step()
+    for name, param in ours.state_dict().items():
+        assert not torch.equal(param, initial[name]), name  # it trained
+        assert torch.equal(param, reference.state_dict()[name]), name  # the same operations in the same order

@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, assert_bad_input, assert_vector_nstep_returns_match_brute_force, interrupt_run, run_script
+from conftest import REPO, assert_adam_matches_torch_optim_adam, assert_bad_input, assert_vector_nstep_returns_match_brute_force, interrupt_run, run_script
 
 sys.path.insert(0, str(REPO))
 import a2c  # noqa: E402  (importing a script has no side effects)
@@ -13,6 +13,10 @@ import a2c  # noqa: E402  (importing a script has no side effects)
 
 def test_nstep_returns_match_brute_force_with_termination_and_truncation():
     assert_vector_nstep_returns_match_brute_force(a2c.nstep_returns)
+
+
+def test_adam_matches_torch_optim_adam():
+    assert_adam_matches_torch_optim_adam(a2c.Adam, lambda: a2c.ActorCritic(4, 2, 16))
 
 
 @pytest.fixture(scope="module")

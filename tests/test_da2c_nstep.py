@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import REPO, assert_bad_input, interrupt_run, read_summary, run_script
+from conftest import REPO, assert_adam_matches_torch_optim_adam, assert_bad_input, interrupt_run, read_summary, run_script
 
 sys.path.insert(0, str(REPO))
 import da2c_nstep as da2c  # noqa: E402
@@ -48,6 +48,10 @@ def test_nstep_returns_match_brute_force():
         for e in range(2):
             want = brute_force_return(rewards, terminated, truncated, final_values, last_values, gamma, t, e)
             assert got[t, e] == pytest.approx(want, abs=1e-5), (t, e)
+
+
+def test_adam_matches_torch_optim_adam():
+    assert_adam_matches_torch_optim_adam(da2c.Adam, lambda: da2c.ActorCritic(4, 2, 16))
 
 
 def batch(rank, n=12):
