@@ -10,7 +10,9 @@ trains: environment steps summed over workers between the first and the last eve
 wall-clock time between them, so the start of the processes and the final evaluation are left out
 (the A3C paper's speedups are training throughput too). The `sps` of summary.json, which counts them,
 is kept beside it in the results file. Rounds alternate worker counts and scripts so that machine
-noise falls on all alike; the figure and table give the median of the rounds. Writes
+noise falls on all alike; the figure and table give the median of the rounds. Each round also runs
+1, 2, 4 and 8 copies of a pure-Python loop side by side, which share nothing: their throughput is
+what the machine itself gives to more processes, the ceiling for any script. Writes
 benchmarks/results/scaling.json and docs/scaling.png.
 """
 import argparse
@@ -26,6 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BUDGET = {"a3c.py": 150_000, "gae.py": 150_000, "da2c_nstep.py": 400_000}
+LOOP = "total = 0\nfor i in range(10_000_000): total += i"  # about a second of one core, nothing shared
 
 
 def run_sps(script, n_workers, steps):
@@ -39,6 +42,15 @@ def run_sps(script, n_workers, steps):
         return training_sps(next(Path(cwd).glob("runs/*/events.out.tfevents.*"))), summary["sps"]
 
 
+def loop_throughput(n_processes):
+    """Loops finished per second by n independent processes started together."""
+    started = time.time()
+    procs = [subprocess.Popen([sys.executable, "-c", LOOP]) for _ in range(n_processes)]
+    for proc in procs:
+        proc.wait()
+    return n_processes / (time.time() - started)
+
+
 def training_sps(events_file):
     """Steps per second between the first and the last `charts/SPS` event of a run."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -47,6 +59,11 @@ def training_sps(events_file):
     if len(events) < 2:
         raise SystemExit(f"{events_file}: fewer than two charts/SPS events; raise the step budget")
     return (events[-1].step - events[0].step) / (events[-1].wall_time - events[0].wall_time)
+
+
+def ratio(by_workers, a, b):
+    """Throughput at a workers over that at b, as text."""
+    return f"{by_workers[str(a)] / by_workers[str(b)]:.2f}x" if str(a) in by_workers and str(b) in by_workers else "-"
 
 
 def plot(medians, workers, machine, path):
@@ -82,8 +99,10 @@ def main():
 
     runs = {script: {str(n): [] for n in args.workers} for script in args.scripts}
     whole_runs = {script: {str(n): [] for n in args.workers} for script in args.scripts}
+    loops = {str(n): [] for n in args.workers}
     for round_index in range(args.rounds):
         for n_workers in args.workers:
+            loops[str(n_workers)].append(loop_throughput(n_workers))
             for script in args.scripts:
                 sps, whole_run_sps = run_sps(script, n_workers, BUDGET[script])
                 runs[script][str(n_workers)].append(round(sps))
@@ -95,15 +114,19 @@ def main():
     rows = ["| script | " + " | ".join(f"{n} workers" for n in args.workers) + " | 2 vs 1 | 8 vs 2 |",
             "|---|" + "---|" * (len(args.workers) + 2)]
     for script, by_workers in medians.items():
-        ratio = lambda a, b: f"{by_workers[a] / by_workers[b]:.2f}x" if a in by_workers and b in by_workers else "-"  # noqa: E731
-        rows.append(f"| {script} | " + " | ".join(f"{by_workers[str(n)]:.0f}" for n in args.workers) + f" | {ratio('2', '1')} | {ratio('8', '2')} |")
+        rows.append(f"| {script} | " + " | ".join(f"{by_workers[str(n)]:.0f}" for n in args.workers)
+                    + f" | {ratio(by_workers, 2, 1)} | {ratio(by_workers, 8, 2)} |")
+    loop = {n: statistics.median(values) for n, values in loops.items()}
+    rows.append("| pure-Python loops, nothing shared (the machine) | " + " | ".join(ratio(loop, n, args.workers[0]) for n in args.workers)
+                + f" | {ratio(loop, 2, 1)} | {ratio(loop, 8, 2)} |")
     markdown = "\n".join(rows)
     machine = f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, no GPU used, {time.strftime('%Y-%m-%d')}"
-    print(f"\n{markdown}\n\nsteps per second while training, median of {args.rounds} rounds; {machine}; `python benchmarks/scaling.py {' '.join(sys.argv[1:])}`")
+    print(f"\n{markdown}\n\nsteps per second while training (the loops: throughput relative to one), median of {args.rounds} rounds; {machine}; `python benchmarks/scaling.py {' '.join(sys.argv[1:])}`")
     plot(medians, args.workers, machine, args.figure)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"machine": machine, "argv": sys.argv[1:], "table": markdown, "runs": runs, "whole_run_sps": whole_runs}, f, indent=2)
+        json.dump({"machine": machine, "argv": sys.argv[1:], "table": markdown, "runs": runs, "whole_run_sps": whole_runs,
+                   "loops_per_s": loops}, f, indent=2)
 
 
 if __name__ == "__main__":
