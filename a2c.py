@@ -22,16 +22,19 @@ algorithm on Atari pixels. Here there is one process, one model and one optimize
 
 Defaults (tuned for the fastest reliable CartPole-v1 solve on a 2-core CPU, see README) differ from
 the seeds: the threaded A2C notes (seed 002) use Adam lr 5e-4 with 6 workers and 5 steps, the A3C
-paper RMSProp with 5 steps and entropy 0.01. Here: Adam lr 3e-3, 16 environments, 10 steps, value
+paper RMSProp with 5 steps and entropy 0.01. Here: Adam lr 4e-3, 32 environments, 5 steps, value
 coefficient 0.1 (the DA2C seed's critic scale) and no entropy bonus. Seconds to solve from the
-script's start, seeds 1-6 run side by side on 2026-11-23 (`--eval-episodes 1`): these defaults 11.7,
-11.8, 11.8, 10.7, 13.8, 11.3 (144k-223k steps at 12k-19k steps/s); the former ones, rl-zoo's 8
-environments x 5 steps at lr 2e-3 with vf_coef 0.5: 19.3, 30.0, 25.8, 36.4, 18.9, 23.2 (116k-240k
-steps at 6k-8k steps/s); 8 x 5 with vf_coef 0.1: 13.4-24.5. A 160-step batch shares the update's
-cost among 4 times as many steps, and with vf_coef 0.1 it takes lr 3e-3; with 0.5, 16 x 10 at 3e-3
-needed 445k and 279k steps on seeds 1-2, and 16 x 5 at 2e-3 178k-431k (seeds 1-5). The greedy
-evaluation returned 500 on every seed above. The run stops on the step that reaches the target,
-without a last update: with one more update at lr 3e-3, a solved seed once evaluated at 12.
+script's start (`--eval-episodes 10`, 2026-11-23, configurations interleaved seed by seed): 32 x 5
+at lr 4e-3 took 4.2-9.0 s on seeds 1-16 (median 6.6; 127,008-196,512 steps), against 6.2-10.7 s
+(median 8.1; 142k-238k steps) for 16 x 10 at lr 3e-3, the former defaults; on seeds 1-8, 32 x 5 at
+lr 3e-3 took 5.2-10.3 s and one seed's greedy policy then scored 132.8, 64 x 5 at lr 4e-3 5.9-9.1 s
+(181k-289k steps), 32 x 10 at lr 5e-3 4.2-8.8 s on seeds 1-5 with one greedy evaluation at 482.7.
+Every 32 x 5 greedy evaluation at lr 4e-3 scored at least 496.4. Rollouts of 160 steps share the
+cost of an update among many steps, and one forward pass acts for all 32 environments. Earlier, with
+vf_coef 0.5 the same batch needed about twice the steps (16 x 10 at 3e-3: 445k and 279k steps on
+seeds 1-2), and rl-zoo's 8 environments x 5 steps at lr 2e-3 took 18.9-36.4 s (seeds 1-6). The run
+stops on the step that reaches the target, without a last update: with one more update at lr
+3e-3, a solved seed once evaluated at 12.
 """
 
 # /// script
@@ -79,13 +82,13 @@ class Args:
     """gymnasium id of an environment with a flat Box observation and a Discrete action space"""
     total_timesteps: int = 1_000_000
     """budget of environment steps, summed over all environments"""
-    n_envs: int = 16
+    n_envs: int = 32
     """number of environment copies stepped in lockstep"""
-    n_steps: int = 10
+    n_steps: int = 5
     """steps per environment in each rollout (the n of the n-step return)"""
     async_envs: bool = False
     """step the environments in subprocesses (gymnasium AsyncVectorEnv) instead of in this process"""
-    learning_rate: float = 3e-3
+    learning_rate: float = 4e-3
     """Adam learning rate"""
     gamma: float = 0.99
     """discount factor, in (0, 1]"""
@@ -174,7 +177,7 @@ class ActorCritic(nn.Module):
 
 class Adam:
     """Adam (Kingma & Ba 2015, https://arxiv.org/abs/1412.6980) written out: torch.optim imports
-    torch._dynamo on first use, 1.2 s of start-up, a tenth of the time this script takes to solve
+    torch._dynamo on first use, 1.2 s of start-up, over a tenth of the time this script takes to solve
     CartPole. The same update as torch.optim.Adam, in the same order (tests/test_a2c.py checks it)."""
 
     def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8):

@@ -230,7 +230,6 @@ class Adam:
             param.addcdiv_(exp_avg, denom, value=-self.lr / bias_correction1)
 
 
-
 # Gradients are averaged explicitly rather than with DistributedDataParallel: they live in one flat
 # buffer, and the same buffer carries the rank's finished episodes and its stop flag, so one collective
 # per update is all the communication there is. DDP would hide the averaging in backward hooks and
@@ -253,8 +252,11 @@ def all_reduce_mean_grads(buf, n_grad, gathered):
     becomes the mean g = (1/W) sum_r g_r, the gradient of the mean loss over all ranks' samples (every
     rank's batch has the same size). Every rank adds the same rows in rank order, so all get the same bits."""
     dist.all_gather_single(gathered.view(-1), buf)
-    torch.sum(gathered[:, :n_grad], dim=0, out=buf[:n_grad])
-    buf[:n_grad] /= gathered.shape[0]
+    grads = buf[:n_grad]
+    grads.copy_(gathered[0, :n_grad])
+    for rank_buf in gathered[1:]:
+        grads += rank_buf[:n_grad]
+    grads /= gathered.shape[0]
 
 
 def validate(args):
