@@ -87,7 +87,8 @@ class Args:
     n_steps: int = 5
     """steps per environment in each rollout (the n of the n-step return)"""
     async_envs: bool = False
-    """step the environments in subprocesses (gymnasium AsyncVectorEnv) instead of in this process"""
+    """step the environments in subprocesses, one per environment (gymnasium AsyncVectorEnv), instead of in this
+    process; for envs as cheap as CartPole it is slower (32 envs on 2 cores: 4.5k steps/s)"""
     learning_rate: float = 4e-3
     """Adam learning rate"""
     gamma: float = 0.99
