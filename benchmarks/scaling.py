@@ -12,7 +12,8 @@ wall-clock time between them, so the start of the processes and the final evalua
 is kept beside it in the results file. Rounds alternate worker counts and scripts so that machine
 noise falls on all alike; the figure and table give the median of the rounds. Each round also runs
 1, 2, 4 and 8 copies of a pure-Python loop side by side, which share nothing: their throughput is
-what the machine itself gives to more processes, the ceiling for any script. Writes
+what the machine itself gives to more processes, a reference for the scripts' scaling (itself noisy
+on a shared virtual machine). Writes
 benchmarks/results/scaling.json and docs/scaling.png.
 """
 import argparse
