@@ -64,20 +64,21 @@ def loss_of(model, obs, actions, returns):
     return da2c.actor_critic_loss(logits, values, actions, returns, vf_coef=0.25, ent_coef=0.01)[0]
 
 
-def averaged_gradient_rank(rank, world, store_dir, out_dir):
+def averaged_gradient_rank(rank, world, store_dir, out_dir, poll):
     dist.init_process_group("gloo", store=dist.FileStore(str(Path(store_dir) / "store"), world), rank=rank, world_size=world)
     torch.manual_seed(0)
     model = da2c.ActorCritic(4, 2)
     buf, n_grad = da2c.flat_grad_buffer(list(model.parameters()), 1)
     loss_of(model, *batch(rank)).backward()
-    da2c.all_reduce_mean_grads(buf, n_grad, torch.zeros(world, buf.numel()))
+    da2c.all_reduce_mean_grads(buf, n_grad, torch.zeros(world, buf.numel()), poll)
     torch.save([p.grad.clone() for p in model.parameters()], Path(out_dir) / f"grad{rank}.pt")
     dist.destroy_process_group()
 
 
-def test_averaged_gradient_equals_gradient_of_concatenated_batch(tmp_path):
+@pytest.mark.parametrize("poll", [False, True], ids=["sleeping", "polling"])
+def test_averaged_gradient_equals_gradient_of_concatenated_batch(tmp_path, poll):
     world = 2
-    mp.start_processes(averaged_gradient_rank, args=(world, tmp_path, tmp_path), nprocs=world, start_method="spawn")
+    mp.start_processes(averaged_gradient_rank, args=(world, tmp_path, tmp_path, poll), nprocs=world, start_method="spawn")
     torch.manual_seed(0)
     model = da2c.ActorCritic(4, 2)
     parts = [batch(rank) for rank in range(world)]
