@@ -1,7 +1,24 @@
-"""Helpers for the tests of the worker scripts (a3c.py, gae.py): an environment that fails on demand and a
-check that a run left no process behind."""
+"""Helpers for the tests of the worker scripts (a3c.py, gae.py): an environment that fails on demand, a
+check that a run left no process behind, and the workers' time slice."""
 import os
+import re
+import subprocess
+import sys
 import time
+
+import pytest
+
+# Linux takes sched_setattr's sched_runtime as a SCHED_OTHER task's time slice from 6.12 on
+kernel_takes_custom_slices = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or [int(part) for part in re.findall(r"\d+", os.uname().release)[:2]] < [6, 12],
+    reason="Linux takes sched_runtime as the time slice from 6.12")
+
+
+def time_slice_after_asking(script_dir, module):
+    """The time slice, in ns, of a fresh process after `module.ask_for_long_time_slices()`."""
+    code = (f"import re, {module}; {module}.ask_for_long_time_slices(); "
+            "print(re.search(r'se.slice\\s*:\\s*(\\d+)', open('/proc/self/sched').read())[1])")
+    return int(subprocess.run([sys.executable, "-c", code], cwd=script_dir, capture_output=True, text=True, check=True).stdout)
 
 # Written to a file `failing_env.py` on PYTHONPATH and passed as `--env-id failing_env:FailingCartPole-v0`,
 # so that spawned workers (which re-import everything) find it too. It raises after 200 steps per process.

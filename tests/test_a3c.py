@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import REPO, assert_bad_input, interrupt_run, run_script
-from helpers_async import run_with_failing_env, wait_session_empty
+from helpers_async import kernel_takes_custom_slices, run_with_failing_env, time_slice_after_asking, wait_session_empty
 
 sys.path.insert(0, str(REPO))
 import a3c  # noqa: E402
@@ -102,6 +102,11 @@ def test_gradients_reach_shared_model_fresh_on_every_update():
         a3c.push_gradients(local, shared, opt, loss, max_grad_norm=1e9)
         for b, p, g in zip(before, shared.parameters(), expected):
             torch.testing.assert_close(b - p.detach(), g)
+
+
+@kernel_takes_custom_slices
+def test_worker_asks_for_100_ms_time_slices():
+    assert time_slice_after_asking(REPO, "a3c") == 100_000_000
 
 
 def test_learns_cartpole(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import REPO, assert_bad_input, interrupt_run, run_script
-from helpers_async import run_with_failing_env, wait_session_empty
+from helpers_async import kernel_takes_custom_slices, run_with_failing_env, time_slice_after_asking, wait_session_empty
 
 sys.path.insert(0, str(REPO))
 import gae  # noqa: E402
@@ -82,6 +82,11 @@ def test_lambda_1_is_nstep_advantage():
         ret = sum(GAMMA ** (k - t) * REWARDS[k] for k in range(t, e + 1)) + GAMMA ** (e + 1 - t) * value_after(e)
         expected.append(ret - VALUES[t])
     np.testing.assert_allclose(advantages(1.0), expected, rtol=1e-5, atol=1e-6)
+
+
+@kernel_takes_custom_slices
+def test_worker_asks_for_100_ms_time_slices():
+    assert time_slice_after_asking(REPO, "gae") == 100_000_000
 
 
 def test_learns_cartpole(tmp_path):
