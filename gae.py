@@ -233,9 +233,10 @@ def push_gradients(local, shared, optimizer, loss, max_grad_norm):
 def ask_for_long_time_slices(ms=100):
     """With more workers than cores, Linux preempts a running worker every few milliseconds for the
     next (a3c.py's same workers, 8 on 2 cores: 610 involuntary switches/s against 200 with 2), and 8
-    workers ran at 0.80-0.85x the steps/s of 2, all of it lost in user time (most likely caches refilled after
-    each switch). With 100 ms slices, 8 ran at 1.00x. The request is sched_setattr's sched_runtime for
-    SCHED_OTHER, which Linux 6.12 and later take as the task's time slice; where it fails, nothing changes."""
+    workers ran at 0.80-0.85x the steps/s of 2, all of it lost in user time (most likely caches
+    refilled after each switch). With 100 ms slices, 8 ran at 1.00x. The request is sched_setattr's
+    sched_runtime for SCHED_OTHER, which Linux 6.12 and later take as the task's time slice; where it
+    fails, nothing changes."""
     syscall_number = {"x86_64": 314, "aarch64": 274}.get(platform.machine())  # SYS_sched_setattr
     if sys.platform != "linux" or syscall_number is None:
         return
