@@ -22,9 +22,10 @@ Run it:
 Every agent step costs one forward pass and, at the update, one backward pass: the rollout's
 forward passes keep their autograd graph and the update backpropagates through them, where the seed
 runs the network a second time over the batch (and calls backward twice). The only extra forward is
-V(s_T) for the bootstrap, one batch per rollout. Not used: bfloat16 autocast, which on 2 cores with
-AVX-512 BF16 ran 914-940 agent steps/s against 764-829 in float32, but learned Pong more slowly in
-the one run made with it (mean of 100 games >= 18 at 2.84M agent steps against 2.24M; README).
+V(s_T) for the bootstrap, one batch per rollout. The 3136x512 layer's weight gradient is one product
+over the rollout's rows (`DeferredGradLinear`), not one per step: 1,073-1,113 agent steps/s against
+887-904 on 2 cores. `--bf16` runs the network under bfloat16 autocast, about 10-20% faster on a CPU
+with AVX-512 BF16, but both Pong runs made with it learned more slowly than the float32 one (README).
 
 Defaults. The seed's values (Adam lr 1e-3 with eps 1e-3, gradient norm clipped at 0.1, 4-step
 returns, 128 transitions per update, run here as 32 games x 4 steps) did not learn here: after 1.34M
@@ -65,10 +66,16 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
+# After each parallel region torch's OpenMP threads spin 300,000 times by default before they sleep,
+# and spinning through env.step they take the cores from ALE's threads (README: 30,000 measured
+# faster on 2 cores). Set before torch loads libgomp.
+os.environ.setdefault("GOMP_SPINCOUNT", "30000")
+
 import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import tyro
 from torch.distributions import Categorical
 
@@ -83,6 +90,8 @@ class Args:
     """make cuDNN deterministic"""
     cuda: bool = True
     """train on the GPU when there is one"""
+    bf16: bool = False
+    """run the network under bfloat16 autocast where the CPU (AVX-512 BF16, AMX) or GPU computes it natively (faster; learned Pong more slowly here, see the docstring)"""
     env_id: str = "PongNoFrameskip-v4"
     """Atari game: a gymnasium id (PongNoFrameskip-v4, ALE/Breakout-v5) or an ALE ROM name (ms_pacman)"""
     total_timesteps: int = 10_000_000
@@ -116,7 +125,7 @@ class Args:
     checkpoint_interval_s: float = 300.0
     """seconds between checkpoints during training (model, optimizer and progress, for --resume)"""
     resume: Optional[str] = None
-    """continue the run saved in this checkpoint (its arguments, except --total-timesteps and --cuda)"""
+    """continue the run saved in this checkpoint (its arguments, except --total-timesteps, --cuda and --bf16)"""
     eval_checkpoint: Optional[str] = None
     """evaluate this saved model instead of training"""
 
@@ -162,11 +171,38 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     return layer
 
 
+class DeferredGradLinear(nn.Linear):
+    """nn.Linear whose weight gradient is one matrix product over the whole rollout.
+
+    Backpropagating through the rollout's forward passes one by one computes dL/dW = g_t^T x_t
+    (g_t = dL/dy_t) for each step's n_envs rows; for the 3136x512 layer that cost 245 us per agent
+    step in batches of 16 against 58 in one batch of 80. So autograd carries only dL/dx and dL/db
+    through this layer, and after loss.backward() `accumulate_weight_grad` sets
+    dL/dW = [g_1; ...; g_T]^T [x_1; ...; x_T], the same sum in one product.
+    """
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(in_features, out_features)
+        self.pending = []  # (x_t, g_t) of each forward pass since the last update, in backward order
+
+    def forward(self, x):
+        out = F.linear(x, self.weight.detach(), self.bias)
+        if torch.is_grad_enabled():
+            out.register_hook(lambda grad_out: self.pending.append((x.detach(), grad_out)))
+        return out
+
+    def accumulate_weight_grad(self):
+        inputs, grad_outputs = (torch.cat(rows).float() for rows in zip(*self.pending))
+        self.pending.clear()
+        self.weight.grad = grad_outputs.T @ inputs
+
+
 class ActorCritic(nn.Module):
     """Nature-DQN body on 4 stacked 84x84 frames (uint8), two heads: policy logits and state value."""
 
-    def __init__(self, n_actions: int):
+    def __init__(self, n_actions: int, bf16: bool = False):
         super().__init__()
+        self.bf16 = bf16
         self.body = nn.Sequential(
             layer_init(nn.Conv2d(4, 32, 8, stride=4)),
             nn.ReLU(),
@@ -175,16 +211,26 @@ class ActorCritic(nn.Module):
             layer_init(nn.Conv2d(64, 64, 3, stride=1)),
             nn.ReLU(),
             nn.Flatten(),
-            layer_init(nn.Linear(64 * 7 * 7, 512)),
+            layer_init(DeferredGradLinear(64 * 7 * 7, 512)),
             nn.ReLU(),
         )
         self.policy_head = layer_init(nn.Linear(512, n_actions), std=0.01)
         self.value_head = layer_init(nn.Linear(512, 1), std=1.0)
 
     def forward(self, obs):
-        # uint8 frames travel to the device as bytes; channels-last convolutions are faster on CPU
-        hidden = self.body((obs.float() / 255.0).contiguous(memory_format=torch.channels_last))
-        return self.policy_head(hidden), self.value_head(hidden).squeeze(-1)
+        # uint8 frames travel to the device as bytes and are reordered channels-last (faster
+        # convolutions on CPU) while still bytes, then converted and scaled in place. With bf16 the
+        # convolutions and matrix products run in bfloat16 (weights, gradients and Adam stay
+        # float32) and the outputs come back as float32 for the losses.
+        dtype = torch.bfloat16 if self.bf16 else torch.float32
+        with torch.autocast(obs.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            hidden = self.body(obs.contiguous(memory_format=torch.channels_last).to(dtype).div_(255.0))
+            logits, value = self.policy_head(hidden), self.value_head(hidden).squeeze(-1)
+        return logits.float(), value.float()
+
+    def accumulate_weight_grad(self):
+        """After loss.backward(): the gradient the fully connected layer deferred (DeferredGradLinear)."""
+        self.body[7].accumulate_weight_grad()
 
 
 class Progress:
@@ -282,24 +328,26 @@ def main():
     args = tyro.cli(Args)
     if args.resume:
         checkpoint = load_checkpoint(args.resume)
-        args = Args(**{**checkpoint["args"], "total_timesteps": args.total_timesteps, "cuda": args.cuda, "resume": args.resume})
+        args = Args(**{**checkpoint["args"], "total_timesteps": args.total_timesteps, "cuda": args.cuda, "bf16": args.bf16, "resume": args.resume})
     check_args(args)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    native_bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    bf16 = args.bf16 and native_bf16
 
     if args.eval_checkpoint:
         checkpoint = load_checkpoint(args.eval_checkpoint, args.env_id)
-        model = ActorCritic(len(checkpoint["model"]["policy_head.bias"])).to(device)
+        model = ActorCritic(len(checkpoint["model"]["policy_head.bias"]), bf16).to(device).to(memory_format=torch.channels_last)
         model.load_state_dict(checkpoint["model"])
         scores = evaluate(model, args, device, os.path.join(os.path.dirname(args.eval_checkpoint), "videos"))
         print(f"evaluated {args.eval_checkpoint}: return {np.mean(scores):.1f} ± {np.std(scores):.1f} over {len(scores)} episodes")
         return
 
     envs = make_env(args, args.n_envs)
-    model = ActorCritic(envs.single_action_space.n).to(device).to(memory_format=torch.channels_last)
+    model = ActorCritic(envs.single_action_space.n, bf16).to(device).to(memory_format=torch.channels_last)
     # fused: one kernel per step instead of a dozen passes over the 1.7M parameters (0.036 against 0.076 ms per agent step on 2 cores)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
     global_step, episodes, solved_at_step, solved_at_s = 0, 0, None, None
@@ -386,6 +434,7 @@ def main():
             loss = policy_loss + args.vf_coef * value_loss - args.ent_coef * entropy
             optimizer.zero_grad()
             loss.backward()
+            model.accumulate_weight_grad()
             nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             optimizer.step()
 

@@ -1,5 +1,6 @@
 """a2c_atari.py: the return math, the network on uint8 frames, a smoke run on real ALE Pong with
 its checkpoint, --eval-checkpoint, --resume, Ctrl-C, and bad input."""
+import copy
 import json
 import sys
 from pathlib import Path
@@ -39,6 +40,42 @@ def test_network_takes_uint8_frames_and_scales_them_itself():
     hidden = model.body(frames.float() / 255.0)
     torch.testing.assert_close(logits, model.policy_head(hidden))
     torch.testing.assert_close(value, model.value_head(hidden).squeeze(-1))
+
+
+def test_bf16_network_returns_float32_close_to_the_float32_network():
+    torch.manual_seed(0)
+    model = a2c_atari.ActorCritic(n_actions=6)
+    frames = torch.randint(0, 256, (5, 4, 84, 84), dtype=torch.uint8)
+    with torch.no_grad():
+        want_logits, want_value = model(frames)
+        model.bf16 = True
+        logits, value = model(frames)
+    assert logits.dtype == value.dtype == torch.float32
+    # bfloat16 keeps 8 bits of mantissa: agreement to about 1% of the outputs' scale
+    torch.testing.assert_close(logits, want_logits, rtol=0.05, atol=0.02 * want_logits.abs().max().item())
+    torch.testing.assert_close(value, want_value, rtol=0.05, atol=0.02 * want_value.abs().max().item())
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_deferred_weight_gradient_equals_backpropagation_step_by_step(bf16):
+    """Three forward passes, as in a rollout, then one backward: every gradient must match the same
+    network with a plain nn.Linear, whose weight gradient autograd sums step by step."""
+    torch.manual_seed(0)
+    model = a2c_atari.ActorCritic(n_actions=6, bf16=bf16)
+    reference = copy.deepcopy(model)
+    reference.body[7] = torch.nn.Linear(64 * 7 * 7, 512)
+    reference.body[7].load_state_dict(model.body[7].state_dict())
+    frames = [torch.randint(0, 256, (4, 4, 84, 84), dtype=torch.uint8) for _ in range(3)]
+    for network in (model, reference):
+        loss = sum(((step + 1) * logits.logsumexp(-1) + value**2).sum() for step, batch in enumerate(frames) for logits, value in [network(batch)])
+        loss.backward()
+    model.accumulate_weight_grad()
+    assert model.body[7].pending == []
+    # float32: the same sum in another order; bfloat16: products rounded before autograd's sum
+    tolerance = 1e-2 if bf16 else 1e-5
+    for (name, param), want in zip(model.named_parameters(), reference.parameters()):
+        assert param.grad.dtype == torch.float32, name
+        torch.testing.assert_close(param.grad, want.grad, rtol=tolerance, atol=tolerance * want.grad.abs().max().item(), msg=name)
 
 
 @pytest.fixture(scope="module")
