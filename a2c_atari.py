@@ -25,7 +25,7 @@ runs the network a second time over the batch (and calls backward twice). The on
 V(s_T) for the bootstrap, one batch per rollout. The 3136x512 layer's weight gradient is one product
 over the rollout's rows (`DeferredGradLinear`), not one per step: 1,073-1,113 agent steps/s against
 887-904 on 2 cores. `--bf16` runs the network under bfloat16 autocast, about 10-20% faster on a CPU
-with AVX-512 BF16, but both Pong runs made with it learned more slowly than the float32 one (README).
+with AVX-512 BF16; off by default until more Pong runs show that it learns as well (README).
 
 Defaults. The seed's values (Adam lr 1e-3 with eps 1e-3, gradient norm clipped at 0.1, 4-step
 returns, 128 transitions per update, run here as 32 games x 4 steps) did not learn here: after 1.34M
@@ -91,7 +91,7 @@ class Args:
     cuda: bool = True
     """train on the GPU when there is one"""
     bf16: bool = False
-    """run the network under bfloat16 autocast where the CPU (AVX-512 BF16, AMX) or GPU computes it natively (faster; learned Pong more slowly here, see the docstring)"""
+    """run the network under bfloat16 autocast where the CPU (AVX-512 BF16, AMX) or GPU computes it natively (faster; off until more Pong runs show that it learns as well)"""
     env_id: str = "PongNoFrameskip-v4"
     """Atari game: a gymnasium id (PongNoFrameskip-v4, ALE/Breakout-v5) or an ALE ROM name (ms_pacman)"""
     total_timesteps: int = 10_000_000
