@@ -218,10 +218,9 @@ class ActorCritic(nn.Module):
         self.value_head = layer_init(nn.Linear(512, 1), std=1.0)
 
     def forward(self, obs):
-        # uint8 frames travel to the device as bytes and are reordered channels-last (faster
-        # convolutions on CPU) while still bytes, then converted and scaled in place. With bf16 the
-        # convolutions and matrix products run in bfloat16 (weights, gradients and Adam stay
-        # float32) and the outputs come back as float32 for the losses.
+        # uint8 frames travel to the device as bytes; channels-last convolutions are faster on CPU.
+        # With bf16 only the network's arithmetic is bfloat16: weights, gradients, Adam and the
+        # losses stay float32.
         dtype = torch.bfloat16 if self.bf16 else torch.float32
         with torch.autocast(obs.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             hidden = self.body(obs.contiguous(memory_format=torch.channels_last).to(dtype).div_(255.0))
