@@ -42,39 +42,42 @@ def test_network_takes_uint8_frames_and_scales_them_itself():
     torch.testing.assert_close(value, model.value_head(hidden).squeeze(-1))
 
 
-def test_bf16_network_returns_float32_close_to_the_float32_network():
+def test_bf16_body_returns_float32_close_to_the_float32_network():
     torch.manual_seed(0)
     model = a2c_atari.ActorCritic(n_actions=6)
+    compute_model = copy.deepcopy(model)  # as --bf16 makes it
+    compute_model.body.to(torch.bfloat16)
     frames = torch.randint(0, 256, (5, 4, 84, 84), dtype=torch.uint8)
     with torch.no_grad():
         want_logits, want_value = model(frames)
-        model.bf16 = True
-        logits, value = model(frames)
+        logits, value = compute_model(frames)
     assert logits.dtype == value.dtype == torch.float32
     # bfloat16 keeps 8 bits of mantissa: agreement to about 1% of the outputs' scale
     torch.testing.assert_close(logits, want_logits, rtol=0.05, atol=0.02 * want_logits.abs().max().item())
     torch.testing.assert_close(value, want_value, rtol=0.05, atol=0.02 * want_value.abs().max().item())
 
 
-@pytest.mark.parametrize("bf16", [False, True])
-def test_deferred_weight_gradient_equals_backpropagation_step_by_step(bf16):
+@pytest.mark.parametrize("body_dtype", [torch.float32, torch.bfloat16])
+def test_deferred_weight_gradient_equals_backpropagation_step_by_step(body_dtype):
     """Three forward passes, as in a rollout, then one backward: every gradient must match the same
     network with a plain nn.Linear, whose weight gradient autograd sums step by step."""
     torch.manual_seed(0)
-    model = a2c_atari.ActorCritic(n_actions=6, bf16=bf16)
+    model = a2c_atari.ActorCritic(n_actions=6)
     reference = copy.deepcopy(model)
     reference.body[7] = torch.nn.Linear(64 * 7 * 7, 512)
     reference.body[7].load_state_dict(model.body[7].state_dict())
+    model.body.to(body_dtype)
+    reference.body.to(body_dtype)
     frames = [torch.randint(0, 256, (4, 4, 84, 84), dtype=torch.uint8) for _ in range(3)]
     for network in (model, reference):
         loss = sum(((step + 1) * logits.logsumexp(-1) + value**2).sum() for step, batch in enumerate(frames) for logits, value in [network(batch)])
         loss.backward()
     model.accumulate_weight_grad()
     assert model.body[7].pending == []
-    # float32: the same sum in another order; bfloat16: products rounded before autograd's sum
-    tolerance = 1e-2 if bf16 else 1e-5
+    # float32: the same sum in another order; bfloat16: products rounded before the sum
+    tolerance = 1e-2 if body_dtype == torch.bfloat16 else 1e-5
     for (name, param), want in zip(model.named_parameters(), reference.parameters()):
-        assert param.grad.dtype == torch.float32, name
+        assert param.grad.dtype == param.dtype, name
         torch.testing.assert_close(param.grad, want.grad, rtol=tolerance, atol=tolerance * want.grad.abs().max().item(), msg=name)
 
 
