@@ -358,11 +358,12 @@ def main():
         start_time -= checkpoint["wall_time_s"]  # wall time counts on from where the run stopped
     # Mixed precision: the rollout and the backward pass run on a copy of the network whose body is
     # bfloat16, refreshed after each update; Adam updates the float32 weights, which are saved.
-    compute_model = model
+    compute_model, weight_copies = model, []
     native_bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     if args.bf16 and native_bf16:
         compute_model = copy.deepcopy(model)
         compute_model.body.to(torch.bfloat16)
+        weight_copies = list(zip(model.parameters(), compute_model.parameters()))
     obs, _ = envs.reset(seed=args.seed + global_step)  # game i gets seed + i; a resumed run new games
     next_obs = torch.as_tensor(obs, device=device)
 
@@ -439,15 +440,13 @@ def main():
             compute_model.zero_grad()
             loss.backward()
             compute_model.accumulate_weight_grad()
-            if compute_model is not model:
-                for param, compute_param in zip(model.parameters(), compute_model.parameters()):
-                    param.grad = compute_param.grad.float()
+            for param, compute_param in weight_copies:
+                param.grad = compute_param.grad.float()
             nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             optimizer.step()
-            if compute_model is not model:
-                with torch.no_grad():
-                    for param, compute_param in zip(model.parameters(), compute_model.parameters()):
-                        compute_param.copy_(param)
+            with torch.no_grad():
+                for param, compute_param in weight_copies:
+                    compute_param.copy_(param)
 
             sps = int((global_step - resumed_step) / (time.time() - resumed_time))
             progress.update(global_step, sps, np.mean(recent_returns) if recent_returns else 0.0)
