@@ -24,22 +24,22 @@ forward passes keep their autograd graph and the update backpropagates through t
 runs the network a second time over the batch (and calls backward twice). The only extra forward is
 V(s_T) for the bootstrap, one batch per rollout. The 3136x512 layer's weight gradient is one product
 over the rollout's rows (`DeferredGradLinear`), not one per step: 1,073-1,113 agent steps/s against
-887-904 on 2 cores. `--bf16` runs the rollout and the backward pass on a copy of the network whose
-convolutional body is bfloat16, refreshed after each update (heads, losses, the gradients Adam sees
-and the saved weights stay float32): 1,679-1,782 agent steps/s against 1,375 in float32 on 2 cores
-with AVX-512 BF16, and 32 games x 3 steps with it 2.7x the throughput of SB3's A2C. It is off: none
-of its four Pong runs (16 x 5, 32 x 3 twice, 32 x 2) reached a mean score of 18 within 4M steps (README).
+887-904 on 2 cores. Where the CPU (AVX-512 BF16, AMX) or the GPU computes bfloat16 natively, the
+rollout and the backward pass run on a copy of the network whose convolutional body is bfloat16,
+refreshed after each update (heads, losses, the gradients Adam sees and the saved weights stay
+float32; `--no-bf16` turns it off): 1,679-1,782 agent steps/s against 1,375 in float32, 16 x 5.
 
 Defaults. The seed's values (Adam lr 1e-3 with eps 1e-3, gradient norm clipped at 0.1, 4-step
 returns, 128 transitions per update, run here as 32 games x 4 steps) did not learn here: after 1.34M
 agent steps the policy's entropy was still ln 6 = 1.79 (uniform over Pong's 6 actions) and the mean
 score -20.3. The likely cause: clipped to a norm of 0.1 over 1.7M parameters, a gradient entry is
-~1e-4, far below eps = 1e-3, so Adam turns into SGD with tiny steps. The defaults are those of OpenAI
-baselines' A2C (16 games x 5 steps, clip 0.5, entropy 0.01, value loss 0.5 * MSE) with Adam, lr 1e-3
-and eps 1e-5, in place of its RMSprop 7e-4. With them, seed 1 reached a mean score of 18 over 100
-games at 2.24M agent steps and scored 20 in each of 10 greedy games (README). More games per step run
-faster (64 games: 1,428-1,477 agent steps/s against 967-1,029 with 16), but make fewer updates per
-step: 64 games x 5 steps at lr 2e-3 (with bfloat16) still had a uniform policy at 1.44M steps.
+~1e-4, far below eps = 1e-3, so Adam turns into SGD with tiny steps. So the optimizer follows OpenAI
+baselines' A2C (clip 0.5, entropy 0.01, value loss 0.5 * MSE) with Adam, lr 1e-3 and eps 1e-5, in
+place of its RMSprop 7e-4, and keeps the seed's rollout of 32 games x 4 steps, in bfloat16: 2.74x
+the throughput of SB3's A2C side by side, and seed 1 reached a mean score of 18 over 100 games at
+3.77M agent steps (35 minutes on 2 cores; README). Baselines' 16 games x 5 steps learned faster in
+float32 (18 at 2.24M and 3.15M) but ran at 1.67x SB3, and 2.23x in bfloat16; other shapes with 32
+games stood at 13.7-17.6 at 4M steps, and lr 2e-3 killed the first convolution (dying ReLUs).
 Kept from the seed: the two-headed network on a shared body and the entropy bonus. Differences from
 the seed's listing: a truncated game (the 108,000-frame limit) bootstraps from the value of its last
 frame instead of counting as a loss of all future reward, and the episode return logged is the raw
@@ -94,15 +94,15 @@ class Args:
     """make cuDNN deterministic"""
     cuda: bool = True
     """train on the GPU when there is one"""
-    bf16: bool = False
-    """compute the network's body in bfloat16 where the CPU (AVX-512 BF16, AMX) or GPU does so natively; Adam updates float32 weights (faster; off: its Pong runs learned more slowly)"""
+    bf16: bool = True
+    """compute the network's body in bfloat16 where the CPU (AVX-512 BF16, AMX) or GPU does so natively; Adam updates float32 weights (--no-bf16: float32 throughout)"""
     env_id: str = "PongNoFrameskip-v4"
     """Atari game: a gymnasium id (PongNoFrameskip-v4, ALE/Breakout-v5) or an ALE ROM name (ms_pacman)"""
     total_timesteps: int = 10_000_000
     """budget of agent steps (4 frames each), summed over all games"""
-    n_envs: int = 16
+    n_envs: int = 32
     """number of games stepped in lockstep"""
-    n_steps: int = 5
+    n_steps: int = 4
     """steps per game in each rollout (the n of the n-step return)"""
     learning_rate: float = 1e-3
     """Adam learning rate"""
