@@ -39,8 +39,8 @@ place of its RMSprop 7e-4, and keeps the seed's rollout of 32 games x 4 steps, i
 the throughput of SB3's A2C side by side, and seed 1 reached a mean score of 18 over 100 games at
 3.77M agent steps (35 minutes on 2 cores) and seed 2 at 3.65M (README). Baselines' 16 games x 5
 steps learned faster in float32 (18 at 2.24M and 3.15M) but ran at 1.67x SB3, and 2.23x in
-bfloat16; other shapes with 32 games stood at 13.7-17.6 at 4M steps, and lr 2e-3 killed the first
-convolution (dying ReLUs).
+bfloat16; other bfloat16 shapes with 32 games stood at 13.7-17.6 at 4M steps, and lr 2e-3 killed
+the first convolution (dying ReLUs).
 Kept from the seed: the two-headed network on a shared body and the entropy bonus. Differences from
 the seed's listing: a truncated game (the 108,000-frame limit) bootstraps from the value of its last
 frame instead of counting as a loss of all future reward, and the episode return logged is the raw
