@@ -1,5 +1,6 @@
 """Helpers shared by the tests: run a script as a user would and read its summary.json."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -114,3 +115,21 @@ def assert_adam_matches_torch_optim_adam(adam_class, make_model):
     for name, param in ours.state_dict().items():
         assert not torch.equal(param, initial[name]), name  # it trained
         assert torch.equal(param, reference.state_dict()[name]), name  # the same operations in the same order
+
+
+def assert_gaussian_matches_closed_form(gaussian):
+    """`gaussian(mean, log_std)` (mean (B, A), log_std (A,)) is the diagonal Gaussian policy of a script:
+    its log-probability and entropy, summed over action dimensions, equal the closed forms
+    log N(a; mu, sigma) = sum_i -(a_i - mu_i)^2 / (2 sigma_i^2) - log sigma_i - log(2 pi) / 2 and
+    H = sum_i log sigma_i + (1 + log(2 pi)) / 2, on hand-made numbers."""
+    mean = torch.tensor([[0.0, 1.0], [-2.0, 0.5]])
+    log_std = torch.tensor([0.0, -1.0])
+    action = torch.tensor([[1.0, 1.0], [3.5, -0.5]])  # outside the env's bounds on purpose: never clipped here
+    sigma = log_std.exp()
+    expected_log_prob = (-(action - mean) ** 2 / (2 * sigma**2) - log_std - 0.5 * torch.log(torch.tensor(2 * torch.pi))).sum(-1)
+    expected_entropy = (log_std + 0.5 * (1 + torch.log(torch.tensor(2 * torch.pi)))).sum().expand(2)
+    policy = gaussian(mean, log_std)
+    torch.testing.assert_close(policy.log_prob(action), expected_log_prob)
+    torch.testing.assert_close(policy.entropy(), expected_entropy)
+    # the first row by hand: a = mu + sigma in dim 0 and a = mu in dim 1
+    torch.testing.assert_close(policy.log_prob(action)[0], torch.tensor(-0.5 - 0.0 - (-1.0) - math.log(2 * math.pi)))
