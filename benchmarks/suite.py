@@ -175,7 +175,7 @@ def plot(runs, commands, envs, machine, out):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--systems", nargs="+", default=["a2c.py"], help="script commands, each one string with its arguments")
+    parser.add_argument("--systems", nargs="*", default=["a2c.py"], help="script commands, each one string with its arguments (none: the peer alone)")
     parser.add_argument("--no-peer", action="store_true", help="leave out Stable-Baselines3 A2C")
     parser.add_argument("--envs", nargs="+", default=list(SUITE), choices=list(SUITE))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
