@@ -45,14 +45,20 @@ def repo():
 def interrupt_run(script, *args, cwd):
     """Start a training run, let it train ~2 s once its run directory exists, then Ctrl-C it as a
     terminal does (SIGINT to the whole process group); return (process, stderr, summary or None)."""
+    # a shell that starts pytest in the background hands it SIGINT ignored; give the run the terminal's default
     proc = subprocess.Popen([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while not list(Path(cwd).glob("runs/*/events.out.tfevents.*")) and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(2)
     os.killpg(proc.pid, signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # leave nothing running behind a failed test
+        raise
     return proc, stderr, read_summary(cwd)
 
 
