@@ -1,92 +1,43 @@
-"""A3C with generalized advantage estimation: Hogwild! workers, shared optimizers, GAE(lambda) advantages.
+"""A3C with generalized advantage estimation: Hogwild! workers, a shared optimizer, GAE(lambda).
 
-Schulman et al. 2016, "High-dimensional continuous control using generalized advantage estimation",
-https://arxiv.org/abs/1506.02438, on top of A3C: Mnih et al. 2016, "Asynchronous Methods for Deep
-Reinforcement Learning", https://arxiv.org/abs/1602.01783, updating lock-free as in Niu et al. 2011,
-"HOGWILD!", https://arxiv.org/abs/1106.5730.
+Schulman et al. 2016, "High-Dimensional Continuous Control Using Generalized Advantage Estimation"
+(eq. 16), on A3C (Mnih et al. 2016, "Asynchronous Methods for Deep Reinforcement Learning"), lock-free as
+in Niu et al. 2011, "HOGWILD!". Each of `n_workers` processes copies the shared weights into its local
+network, acts in its own environment for up to `n_steps` steps (fewer if the episode ends), computes the
+gradient of  mean_t [-A_t log pi(a_t|s_t) - ent_coef H[pi(.|s_t)] + vf_coef (G_t - V(s_t))^2 / 2]  with
 
-Each of `n_workers` processes owns an environment and local copies of a policy network and a value
-network. It copies the global weights, acts for up to `n_steps` steps (fewer if the episode ends), and
-computes, in one backward pass over the rollout, the TD errors and their exponentially weighted sums
+    delta_t = r_t + gamma (1 - terminated_t) V(s_{t+1}) - V(s_t)   (a time limit bootstraps),
+    A_t = delta_t + gamma lambda (1 - done_t) A_{t+1} = sum_k (gamma lambda)^k delta_{t+k},
+    G_t = A_t + V(s_t), the lambda-return; A_t and G_t held constant,
 
-    delta_t = r_t + gamma * (1 - terminated_t) * V(s_{t+1}) - V(s_t)
-    A_t     = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}  =  sum_k (gamma * lambda)^k delta_{t+k}
+and steps a shared Adam (its state, `step` included, in shared memory) with no lock. lambda = 1 gives
+a3c.py's n-step advantage and target, lambda = 0 the one-step TD error. Everything else is a3c.py's:
+the main process logs, stops, evaluates and saves; Discrete actions get a categorical policy, Box
+actions a diagonal Gaussian with a log-std parameter; observations and rewards are normalized by
+running statistics shared by the workers and kept in the checkpoint; one set of defaults (a3c.py's,
+plus lambda = 0.95) serves both kinds of action space, as docs/gae.md reports.
 
-(a time limit is not a terminal state: a truncated step's V(s_{t+1}) is V(final observation); the
-rollout's last step uses V(s_T) unless the episode terminated there), then the gradients of
-
-    policy: -mean(A_t * log pi(a_t|s_t)) - ent_coef * H[pi]     (A_t held constant)
-    value:  0.5 * mean((G_t - V(s_t))^2),  G_t = A_t + V(s_t)  (the lambda-return, held constant)
-
-locally, hands them to the global networks in shared memory and steps the shared optimizers (Adam for
-the policy, RMSprop for the value, their state in shared memory too), with no lock. The main process
-only collects finished episodes from a queue, logs, decides when to stop, evaluates and saves.
-
-Why these targets. The n-step advantage A^(n)_t = r_t + ... + gamma^(n-1) r_{t+n-1} + gamma^n V(s_{t+n}) - V(s_t)
-telescopes into delta_t + gamma delta_{t+1} + ... + gamma^(n-1) delta_{t+n-1}, so the lambda-weighted mix
-(1 - lambda) sum_n lambda^(n-1) A^(n)_t of all of them (within the rollout) is sum_k (gamma lambda)^k delta_{t+k}:
-the short, low-variance but biased estimates weigh most. lambda = 1 weighs nothing down: the sum
-telescopes to R_t - V(s_t), with R_t the discounted rewards to the end of the rollout plus
-gamma^(T-t) V(s_T) (0 if terminal), which is a3c.py's advantage (Monte-Carlo within the rollout).
-lambda = 0 leaves delta_t alone, the one-step TD error r_t + gamma V(s_{t+1}) - V(s_t). The value
-target G_t = A_t + V(s_t) is the same mix of n-step returns, (1 - lambda) sum_n lambda^(n-1) R^(n)_t, the
-lambda-return of TD(lambda): the critic gets the same bias-variance trade-off as the actor, and at
-lambda = 1 it is a3c.py's target R_t. (The seed fits the value to R_t whatever lambda is.)
-
-Run it:
-    python gae.py --n-workers 8                 # CartPole-v1 until solved, then greedy evaluation and save
-    python gae.py --gae-lambda 1.0              # the advantages (and targets) of a3c.py
-    python gae.py --start-method spawn          # as on macOS and Windows
+    python gae.py --n-workers 8                          # CartPole-v1 until solved, evaluate, save
+    python gae.py --env-id InvertedPendulum-v5 --gae-lambda 1.0     # a3c.py's advantages
     python gae.py --eval-checkpoint runs/.../gae.pt --capture-video
 
-Siblings: `a3c.py` is this script with n-step advantages (lambda = 1); `a2c.py` is the synchronous
-version (one process, one model, vectorized environments); `da2c_nstep.py` averages the gradients of
-synchronous workers instead of applying them asynchronously. The policy and value networks are
-separate, as in the seed notebook, so that each has its own optimizer.
-
-Differences from the seed notebook, besides the fixes that a3c.py makes too (fresh local gradients on
-every update, a shared `step`, no busy-waiting, picklable workers): the value target is the
-lambda-return, not the n-step return; the policy loss has no gamma^t factor (see the comment in
-`train`); a truncated step bootstraps from V(final observation) and stops the recursion there.
-
-Defaults are a3c.py's, tuned there for the fastest reliable CartPole-v1 solve with 8 workers on 2 cores
-(both networks 64-64 tanh, Adam 7e-4, RMSprop 1e-3, entropy 0.01, 32 steps, gamma 0.99, where the seed
-has 128-64 and 256-128 ReLU, Adam 5e-4, RMSprop 7e-4, entropy 0.001, 50 steps), plus the seed's
-lambda = 0.95. Steps to solve, `--n-workers 8`, seeds 1-5, each run three times (A3C is not
-deterministic: the workers race): these defaults 62k-214k, median 95k; a3c.py's defaults 76k-134k,
-median 108k; this script with lambda = 1 (a3c.py's advantages; once) 105k-132k, median 117k. So GAE
-took some 12% fewer steps at the median, with a wider spread (one run of 15 needed 214k, the next 114k).
-Tried once around the defaults (median over seeds 1-5): lambda 0.8 110k, 0.9 91k,
-0.98 99k, no better than 0.95 beyond the noise; 64 steps 118k; 16 steps left three seeds of five
-unsolved after 500k; a policy learning rate of 1e-3 96k (one seed 138k).
+Siblings: `a3c.py` is this script with n-step advantages; `a2c.py` the synchronous version.
 """
 
 # /// script
 # requires-python = ">=3.10"
-# dependencies = [
-#     "torch==2.13.0",
-#     "gymnasium[classic-control]==1.4.0",
-#     "numpy==2.4.6",
-#     "tyro==1.0.17",
-#     "tensorboard==2.21.0",
-#     "rich==15.0.0",
-# ]
+# dependencies = ["torch==2.13.0", "gymnasium[classic-control,mujoco]==1.4.0", "numpy==2.4.6", "tyro==1.0.17", "tensorboard==2.21.0"]
 # ///
-import ctypes
+import copy
 import importlib.util
 import json
-import multiprocessing
 import os
-import platform
 import queue
-import random
 import signal
-import struct
 import sys
 import time
-import traceback
-from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import gymnasium as gym
@@ -94,8 +45,8 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 import torch.nn as nn
-import torch.nn.functional as F
 import tyro
+from torch.distributions import Categorical, Independent, Normal
 
 
 @dataclass
@@ -107,31 +58,29 @@ class Args:
     torch_deterministic: bool = True
     """set `torch.backends.cudnn.deterministic` (A3C stays nondeterministic: workers race)"""
     env_id: str = "CartPole-v1"
-    """the id of a gymnasium environment with a Discrete action space and a flat observation"""
+    """the id of a gymnasium environment with a flat observation and Discrete or 1-D Box actions"""
     total_timesteps: int = 500_000
     """environment steps, summed over all workers, after which training stops"""
     n_workers: int = 8
-    """worker processes, each with its own environment and local networks"""
+    """worker processes, each with its own environment and local network"""
     n_steps: int = 32
     """steps per update (t_max); fewer if the episode ends first"""
     learning_rate: float = 7e-4
-    """learning rate of the policy's shared Adam"""
-    value_learning_rate: float = 1e-3
-    """learning rate of the value network's shared RMSprop"""
-    policy_hidden: tuple[int, ...] = (64, 64)
-    """hidden layer sizes of the policy network"""
-    value_hidden: tuple[int, ...] = (64, 64)
-    """hidden layer sizes of the value network"""
+    """learning rate of the shared Adam"""
+    hidden: tuple[int, ...] = (64, 64)
+    """hidden layer sizes of the actor and of the critic (two separate networks)"""
     gamma: float = 0.99
     """discount factor"""
     gae_lambda: float = 0.95
-    """lambda of GAE, in [0, 1] (the seed calls it tau): 0 gives one-step TD errors, 1 the n-step advantage"""
-    ent_coef: float = 0.01
-    """weight of the entropy bonus in the policy loss"""
-    max_grad_norm: float = 1.0
-    """clip each network's local gradient to this norm"""
+    """lambda of GAE, in [0, 1]: 0 gives one-step TD errors, 1 a3c.py's n-step advantages"""
+    ent_coef: float = 0.0
+    """weight of the entropy bonus"""
+    vf_coef: float = 0.5
+    """weight of the value loss"""
+    max_grad_norm: float = 0.5
+    """clip the local gradient to this norm"""
     target_return: Optional[float] = None
-    """mean return over the last 100 training episodes that counts as solved (default: the env's reward_threshold)"""
+    """mean return of the last 100 training episodes that counts as solved (default: the env's reward_threshold)"""
     stop_at_target: bool = True
     """stop as soon as the target is reached"""
     eval_episodes: int = 10
@@ -139,84 +88,98 @@ class Args:
     capture_video: bool = False
     """record the evaluation episodes to `videos/` (needs moviepy)"""
     save_model: bool = True
-    """save the networks to the run directory"""
+    """save the network and its normalization statistics to the run directory"""
     eval_checkpoint: Optional[str] = None
     """evaluate this saved model and exit, without training"""
-    start_method: Optional[str] = None
-    """multiprocessing start method: fork, spawn or forkserver (default: the platform's)"""
+
+
+def make_env(env_id, video_dir=None):
+    def thunk():
+        if video_dir is None:
+            return gym.wrappers.RecordEpisodeStatistics(gym.make(env_id))
+        os.environ.setdefault("MUJOCO_GL", "egl")  # MuJoCo renders without a display only through EGL
+        env = gym.wrappers.RecordVideo(gym.make(env_id, render_mode="rgb_array"), video_dir, episode_trigger=lambda e: True)
+        return gym.wrappers.RecordEpisodeStatistics(env)
+
+    return thunk
 
 
 def compute_gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
-    """GAE(gamma, lambda) advantages of one rollout, in one backward pass; all arguments are per step t.
-
-    `next_values[t]` is V(s_{t+1}): the value of the next state of the same episode, V(final observation)
-    after a truncation, V(s_T) for the rollout's last step (anything after a termination: it is masked).
-    `dones[t]` = terminated or truncated: the episode ends at t, and so does the sum of TD errors.
-    """
-    advantages = np.zeros(len(rewards), dtype=np.float32)
-    advantage = 0.0  # A_T = 0: nothing is known after the rollout's last step except V(s_T), in delta_{T-1}
+    """GAE(gamma, lambda) advantages of one rollout, per step t: `next_values[t]` is V(s_{t+1}), V(final observation)
+    after a truncation (masked after a termination); `dones[t]`: the episode, and the sum of TD errors, end at t."""
+    # A_T = 0: after the rollout only V(s_T) is known, and delta_{T-1} holds it
+    advantages, advantage = np.zeros(len(rewards), dtype=np.float32), 0.0
     for t in reversed(range(len(rewards))):
         # delta_t = r_t + gamma * (1 - terminated_t) * V(s_{t+1}) - V(s_t)       (one-step TD error)
         delta = rewards[t] + gamma * (1.0 - terminated[t]) * next_values[t] - values[t]
         # A_t = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}  =  sum_k (gamma * lambda)^k delta_{t+k}
-        advantage = delta + gamma * gae_lambda * (1.0 - dones[t]) * advantage
-        advantages[t] = advantage
+        advantages[t] = advantage = delta + gamma * gae_lambda * (1.0 - dones[t]) * advantage
     return advantages
 
 
-def mlp(n_in, hidden, n_out):
+def gaussian(mean, log_std):
+    # pi(a|s) = prod_i N(a_i; mu_i(s), exp(log_std_i)^2): log-probability and entropy summed over dimensions
+    return Independent(Normal(mean, log_std.exp()), 1)
+
+
+def env_action(action, action_space):
+    # a Gaussian sample is unbounded: the env gets a clipped copy, training keeps the sample's log-probability
+    return np.clip(action.numpy(), action_space.low, action_space.high) if isinstance(action_space, gym.spaces.Box) else action.item()
+
+
+def update_moments(mean, var, count, batch):
+    # fold a batch (rows) into running moments in place, by Chan et al.'s parallel variance formula
+    n, delta, total = len(batch), batch.mean(0) - mean, count + len(batch)
+    var.copy_((var * count + batch.var(0, unbiased=False) * n + delta**2 * count * n / total) / total)
+    mean.add_(delta * n / total)
+    count.copy_(total)
+
+
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+def mlp(n_in, hidden, n_out, out_std):
     sizes = (n_in, *hidden)
-    layers = [m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b), nn.Tanh())]
-    return nn.Sequential(*layers, nn.Linear(sizes[-1], n_out))
+    layers = [m for a, b in zip(sizes, sizes[1:]) for m in (layer_init(nn.Linear(a, b)), nn.Tanh())]
+    return nn.Sequential(*layers, layer_init(nn.Linear(sizes[-1], n_out), std=out_std))
 
 
-def make_networks(obs_dim, n_actions, args):
-    return mlp(obs_dim, args.policy_hidden, n_actions), mlp(obs_dim, args.value_hidden, 1)
+class ActorCritic(nn.Module):
+    def __init__(self, obs_dim, n_actions, continuous, hidden):
+        super().__init__()
+        self.actor = mlp(obs_dim, hidden, n_actions, out_std=0.01)  # logits, or the Gaussian's mean
+        self.critic = mlp(obs_dim, hidden, 1, out_std=1.0)
+        self.log_std = nn.Parameter(torch.zeros(n_actions)) if continuous else None
+        # running moments of the observations and of the discounted return (it scales the rewards): buffers, shared,
+        # pulled and saved with the weights
+        for name, shape in (("obs", (obs_dim,)), ("ret", ())):
+            self.register_buffer(f"{name}_mean", torch.zeros(shape))
+            self.register_buffer(f"{name}_var", torch.ones(shape))
+            self.register_buffer(f"{name}_count", torch.tensor(1e-4))
+
+    def normalize(self, obs):  # clipped at 10 standard deviations, as in Stable-Baselines3's VecNormalize
+        return ((obs - self.obs_mean) / torch.sqrt(self.obs_var + 1e-8)).clamp(-10, 10)
+
+    def policy(self, obs):
+        out = self.actor(self.normalize(obs))
+        return Categorical(logits=out) if self.log_std is None else gaussian(out, self.log_std)
+
+    def value(self, obs):
+        return self.critic(self.normalize(obs)).squeeze(-1)
 
 
 class SharedAdam(torch.optim.Adam):
-    """torch.optim.Adam whose state is created up front in shared memory, so all workers update one state.
-
-    Adam would create its state lazily, in each process's private memory. `step` must be a tensor:
-    Adam reads it for the bias correction 1 - beta^step and increments it in place. The foreach
-    update (faster than the per-tensor loop) also writes every state tensor in place, as the tests check.
-    Pickled to a spawned worker, the state tensors arrive as handles to the same shared memory.
-    """
+    """torch.optim.Adam with its state (`step` included: Adam's bias correction 1 - beta^step reads it) created up
+    front in shared memory, where every update writes in place, not lazily in each process's private memory."""
 
     def __init__(self, params, lr):
         super().__init__(params, lr=lr, foreach=True)
-        for group in self.param_groups:
-            for p in group["params"]:
-                self.state[p] = {
-                    "step": torch.zeros(()).share_memory_(),
-                    "exp_avg": torch.zeros_like(p).share_memory_(),
-                    "exp_avg_sq": torch.zeros_like(p).share_memory_(),
-                }
-
-
-class SharedRMSprop(torch.optim.RMSprop):
-    """torch.optim.RMSprop with its state (`step`, `square_avg`) created up front in shared memory."""
-
-    def __init__(self, params, lr):
-        super().__init__(params, lr=lr, foreach=True)
-        for group in self.param_groups:
-            for p in group["params"]:
-                self.state[p] = {
-                    "step": torch.zeros(()).share_memory_(),
-                    "square_avg": torch.zeros_like(p).share_memory_(),
-                }
-
-
-def seed_everything(seed):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def pull_weights(local, shared):
-    with torch.no_grad():
-        for lp, sp in zip(local.parameters(), shared.parameters()):
-            lp.copy_(sp)
+        for p in (p for group in self.param_groups for p in group["params"]):
+            self.state[p] = {"step": torch.zeros(()).share_memory_(), "exp_avg": torch.zeros_like(p).share_memory_(),
+                             "exp_avg_sq": torch.zeros_like(p).share_memory_()}
 
 
 def push_gradients(local, shared, optimizer, loss, max_grad_norm):
@@ -225,365 +188,201 @@ def push_gradients(local, shared, optimizer, loss, max_grad_norm):
     loss.backward()
     nn.utils.clip_grad_norm_(local.parameters(), max_grad_norm)
     for lp, sp in zip(local.parameters(), shared.parameters()):
-        # on every update: backward made a new tensor, so an alias made once would go stale
-        sp.grad = lp.grad
+        sp.grad = lp.grad  # on every update: backward made a new tensor, so an alias made once would go stale
     optimizer.step()  # no lock: other workers may be updating the same weights (Hogwild!)
 
 
-def ask_for_long_time_slices(ms=100):
-    """With more workers than cores, Linux preempts a running worker every few milliseconds for the
-    next (a3c.py's same workers, 8 on 2 cores: 610 involuntary switches/s against 200 with 2), and 8
-    workers ran at 0.80-0.85x the steps/s of 2, all of it lost in user time (most likely caches
-    refilled after each switch). With 100 ms slices, 8 ran at 1.00x. The request is sched_setattr's
-    sched_runtime for SCHED_OTHER, which Linux 6.12 and later take as the task's time slice; where it
-    fails, nothing changes."""
-    syscall_number = {"x86_64": 314, "aarch64": 274}.get(platform.machine())  # SYS_sched_setattr
-    if sys.platform != "linux" or syscall_number is None:
-        return
-    # struct sched_attr {u32 size, policy; u64 flags; s32 nice; u32 priority; u64 runtime, deadline, period; u32 util_min, util_max}
-    attr = struct.pack("IIQiIQQQII", 56, os.SCHED_OTHER, 0, os.getpriority(os.PRIO_PROCESS, 0), 0, ms * 1_000_000, 0, 0, 0, 0)
-    ctypes.CDLL(None, use_errno=True).syscall(syscall_number, 0, attr, 0)
-
-
-def worker(rank, args, policy, value, policy_opt, value_opt, global_step, stop, messages):
-    """Entry point of a worker process; reports ("episode", ...) and ("error", rank, traceback) to main."""
+def worker(rank, args, agent, optimizer, global_step, stop, messages):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is main's to handle; it stops us through `stop`
     torch.set_num_threads(1)
-    ask_for_long_time_slices()
-    try:
-        train(rank, args, policy, value, policy_opt, value_opt, global_step, stop, messages)
-    except Exception:
-        messages.put(("error", rank, traceback.format_exc()))
-        sys.exit(1)
-
-
-def train(rank, args, policy, value, policy_opt, value_opt, global_step, stop, messages):
-    seed_everything(args.seed + rank)
-    env = gym.make(args.env_id)
-    local_policy, local_value = make_networks(env.observation_space.shape[0], env.action_space.n, args)
-    parent = multiprocessing.parent_process()
-    obs = np.asarray(env.reset(seed=args.seed + rank)[0], dtype=np.float32)
-    episode_return, episode_length = 0.0, 0
+    torch.distributions.Distribution.set_default_validate_args(False)  # the checks cost more than the network
+    messages.cancel_join_thread()  # exit without waiting for main to read what is still queued
+    torch.manual_seed(args.seed + rank)
+    env, local, parent = make_env(args.env_id)(), copy.deepcopy(agent), mp.parent_process()  # local: private memory
+    (obs, _), discounted_return = env.reset(seed=args.seed + rank), 0.0
     while not stop.value and global_step.value < args.total_timesteps and parent.is_alive():
-        pull_weights(local_policy, policy)
-        pull_weights(local_value, value)
-        observations, actions, rewards = [], [], []
+        local.load_state_dict(agent.state_dict())  # the shared weights and statistics, fixed for this rollout
+        observations, actions, rewards, discounted_returns = [], [], [], []
+        reward_scale = 1.0 / np.sqrt(local.ret_var.item() + 1e-8)  # r / std(discounted return)
         with torch.no_grad():
             for _ in range(args.n_steps):
-                probs = F.softmax(local_policy(torch.from_numpy(obs)), dim=-1).numpy()
-                # inverse-CDF sampling, a = #{k : P(A <= k) <= u} with u ~ U(0, 1), at a tenth of the cost of
-                # Categorical; min() guards against a cumulative sum that rounds to just below u
-                action = min(int((probs.cumsum() <= np.random.random()).sum()), len(probs) - 1)
-                next_obs, reward, terminated, truncated, _ = env.step(action)
-                observations.append(obs)
-                actions.append(action)
-                rewards.append(float(reward))
-                obs = np.asarray(next_obs, dtype=np.float32)
-                episode_return, episode_length = episode_return + float(reward), episode_length + 1
+                observations.append(torch.as_tensor(obs, dtype=torch.float32))
+                actions.append(local.policy(observations[-1]).sample())
+                obs, reward, terminated, truncated, info = env.step(env_action(actions[-1], env.action_space))
+                discounted_return = args.gamma * discounted_return + float(reward)
+                discounted_returns.append(discounted_return)
+                rewards.append(float(reward) * reward_scale)
                 if terminated or truncated:
                     break
             # a time limit is not a terminal state: bootstrap from V(final observation)
-            bootstrap = 0.0 if terminated else local_value(torch.from_numpy(obs)).item()
+            bootstrap = 0.0 if terminated else local.value(torch.as_tensor(obs, dtype=torch.float32)).item()
 
         # the log-probabilities and values come from one batched pass over the rollout (same weights as acting)
-        obs_batch = torch.from_numpy(np.stack(observations))
-        log_probs = F.log_softmax(local_policy(obs_batch), dim=-1)
-        log_prob = log_probs.gather(1, torch.tensor(actions)[:, None]).squeeze(1)
-        entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
-        values = local_value(obs_batch).squeeze(1)
+        obs_batch = torch.stack(observations)
+        policy, values = local.policy(obs_batch), local.value(obs_batch)
         # a rollout stops at the end of an episode, so only its last step can be terminal or truncated
-        # (compute_gae itself handles ends anywhere); V(s_{t+1}) of the last step is the bootstrap
         v = values.detach().numpy()
         next_values, terms, ends = np.append(v[1:], bootstrap), np.zeros_like(v), np.zeros_like(v)
         terms[-1], ends[-1] = terminated, terminated or truncated
         advantages = torch.from_numpy(compute_gae(rewards, v, next_values, terms, ends, args.gamma, args.gae_lambda))
-        returns = advantages + values.detach()  # the lambda-return, target of the value network
-        # no gamma^t factor on the policy loss, as in practically every implementation: the policy-gradient
-        # theorem weighs step t by gamma^t counted from the episode's start, which would all but silence late
-        # steps; the seed counts t from each rollout's start, which matches neither that nor common practice
-        policy_loss = -(advantages * log_prob).mean()
+        returns = advantages + values.detach()  # G_t = A_t + V(s_t), the lambda-return: the critic's target
+        policy_loss = -(advantages * policy.log_prob(torch.stack(actions))).mean()
         value_loss = 0.5 * (returns - values).pow(2).mean()
-        push_gradients(local_policy, policy, policy_opt, policy_loss - args.ent_coef * entropy, args.max_grad_norm)
-        push_gradients(local_value, value, value_opt, value_loss, args.max_grad_norm)
-        losses = (policy_loss.item(), value_loss.item(), entropy.item())
-
+        entropy = policy.entropy().mean()
+        push_gradients(local, agent, optimizer, policy_loss - args.ent_coef * entropy + args.vf_coef * value_loss, args.max_grad_norm)
+        update_moments(agent.obs_mean, agent.obs_var, agent.obs_count, obs_batch)  # lock-free too
+        update_moments(agent.ret_mean, agent.ret_var, agent.ret_count, torch.tensor(discounted_returns))
         with global_step.get_lock():
             global_step.value += len(rewards)
             step = global_step.value
-        if terminated or truncated:
-            messages.put(("episode", episode_return, episode_length, step, losses))
-            obs = np.asarray(env.reset()[0], dtype=np.float32)
-            episode_return, episode_length = 0.0, 0
+        episode = (float(info["episode"]["r"]), int(info["episode"]["l"])) if terminated or truncated else None
+        messages.put((step, (policy_loss.item(), value_loss.item(), entropy.item()), episode))
+        if episode:
+            (obs, _), discounted_return = env.reset(), 0.0
     env.close()
-    if not parent.is_alive():  # nobody will read what is still queued: exit without waiting to flush it
-        messages.cancel_join_thread()
 
 
-def fail(message):
-    """A user error: one line on stderr, exit code 2."""
+def fail(message):  # a user error: one line on stderr, exit code 2
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
 def check_args(args):
-    """Reject what this script cannot run before anything is written; return (observation size, actions)."""
-    for name in ("total_timesteps", "n_workers", "n_steps", "eval_episodes"):
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if not all(size > 0 for size in (*args.policy_hidden, *args.value_hidden)):
-        fail("--policy-hidden and --value-hidden sizes must be positive")
-    if not 0 < args.gamma <= 1:
-        fail(f"--gamma must be in (0, 1], got {args.gamma}")
-    if not 0 <= args.gae_lambda <= 1:
-        fail(f"--gae-lambda must be in [0, 1], got {args.gae_lambda}")
-    if args.learning_rate <= 0 or args.value_learning_rate <= 0 or args.max_grad_norm <= 0:
-        fail("--learning-rate, --value-learning-rate and --max-grad-norm must be positive")
-    if args.start_method not in (None, *multiprocessing.get_all_start_methods()):
-        fail(f"--start-method must be one of {', '.join(multiprocessing.get_all_start_methods())}, got {args.start_method}")
+    """Reject what this script cannot run before anything is written; return (obs size, actions, continuous)."""
     try:
         env = gym.make(args.env_id)
     except Exception as error:  # unknown id, or a "module:Env-v0" id whose module does not import
         fail(f"cannot make environment {args.env_id!r}: {error}")
-    if not isinstance(env.action_space, gym.spaces.Discrete):
-        space = type(env.action_space).__name__
-        fail(f"{args.env_id}: {space} action space is not supported; gae.py needs Discrete actions")
-    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
-        fail(f"{args.env_id} has observations {env.observation_space}; gae.py needs a flat Box")
-    if args.target_return is None:
-        args.target_return = env.spec.reward_threshold
+    obs_space, action_space, threshold = env.observation_space, env.action_space, env.spec.reward_threshold
     env.close()
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        fail(f"{args.env_id} has observations {obs_space}; gae.py needs a flat Box")
+    continuous = isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1 and action_space.is_bounded()
+    if not continuous and not isinstance(action_space, gym.spaces.Discrete):
+        fail(f"{args.env_id} has actions {action_space}; gae.py needs Discrete actions or a 1-D Box with finite bounds")
+    for name in ("total_timesteps", "n_workers", "n_steps", "eval_episodes", "learning_rate", "max_grad_norm", "hidden"):
+        if min(np.atleast_1d(getattr(args, name))) <= 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not 0 < args.gamma <= 1:
+        fail(f"--gamma must be in (0, 1], got {args.gamma}")
+    if not 0 <= args.gae_lambda <= 1:
+        fail(f"--gae-lambda must be in [0, 1], got {args.gae_lambda}")
+    args.target_return = threshold if args.target_return is None else args.target_return  # None: trains its budget
     if args.capture_video and importlib.util.find_spec("moviepy") is None:  # gymnasium's RecordVideo writes through it
         fail("--capture-video needs moviepy: pip install moviepy")
-    return env.observation_space.shape[0], int(env.action_space.n)
+    return obs_space.shape[0], action_space.shape[0] if continuous else int(action_space.n), continuous
 
 
-def load_checkpoint(path, args):
-    if not os.path.isfile(path):
-        fail(f"checkpoint {path} does not exist")
+def load_agent(path, args, obs_dim, n_actions, continuous):
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        fail(f"cannot read checkpoint {path}: {error}")
-    script = checkpoint.get("script") if isinstance(checkpoint, dict) else None
-    if script != "gae.py":
-        fail(f"{path} is not a gae.py checkpoint (script: {script})")
-    trained_on = checkpoint["args"]["env_id"]
-    if trained_on != args.env_id:
+        fail(f"cannot read checkpoint {path}: {error}")  # missing, or not a checkpoint
+    if not isinstance(checkpoint, dict) or checkpoint.get("script") != "gae.py":
+        fail(f"{path} is not a gae.py checkpoint")
+    if (trained_on := checkpoint["args"]["env_id"]) != args.env_id:
         fail(f"{path} was trained on {trained_on}, not {args.env_id} (pass --env-id {trained_on})")
-    return checkpoint
+    agent = ActorCritic(obs_dim, n_actions, continuous, checkpoint["args"]["hidden"])
+    agent.load_state_dict(checkpoint["model"])
+    return agent
 
 
-def evaluate(policy, args, video_dir):
-    """Greedy policy (argmax of the logits) on a fresh environment; returns the episode returns."""
-    if args.capture_video:
-        env = gym.make(args.env_id, render_mode="rgb_array")
-        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda episode: True)
-    else:
-        env = gym.make(args.env_id)
-    episode_returns = []
+@torch.no_grad()
+def evaluate(agent, args, video_dir):
+    """Greedy policy (argmax, or the clipped Gaussian mean) on a fresh environment; returns the episode returns."""
+    env, episode_returns = make_env(args.env_id, video_dir if args.capture_video else None)(), []
     for episode in range(args.eval_episodes):
         obs, _ = env.reset(seed=args.seed + 100_000 if episode == 0 else None)  # a seed no worker trains on
-        episode_return, done = 0.0, False
-        while not done:
-            with torch.no_grad():
-                action = policy(torch.as_tensor(obs, dtype=torch.float32)).argmax().item()
-            obs, reward, terminated, truncated, _ = env.step(action)
-            episode_return, done = episode_return + float(reward), terminated or truncated
-        episode_returns.append(episode_return)
+        terminated = truncated = False
+        while not (terminated or truncated):
+            out = agent.actor(agent.normalize(torch.as_tensor(obs, dtype=torch.float32)))
+            action = out.argmax() if agent.log_std is None else out  # the greedy action, or the Gaussian's mean
+            obs, _, terminated, truncated, info = env.step(env_action(action, env.action_space))
+        episode_returns.append(float(info["episode"]["r"]))
     env.close()
     return episode_returns
-
-
-class Progress:
-    """A live bar on a terminal; one plain line every 10 s otherwise (logs, CI)."""
-
-    def __init__(self, total):
-        self.bar = None
-        self.last_print = time.time()
-        if sys.stdout.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
-
-            columns = TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-            self.bar = Bar(*columns, TextColumn("{task.fields[stats]}"))
-            self.task = self.bar.add_task("train", total=total, stats="")
-            self.bar.start()
-
-    def update(self, step, sps, mean_return):
-        stats = f"SPS {sps}  return(100) {mean_return:.1f}"
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, stats=stats)
-        elif time.time() - self.last_print >= 10:
-            print(f"step {step}  {stats}", flush=True)
-            self.last_print = time.time()
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.stop()
-
-
-def drain(messages, timeout=0.05):
-    """Yield the queued messages until none arrives for `timeout` seconds."""
-    try:
-        while True:
-            yield messages.get(timeout=timeout)
-    except queue.Empty:
-        return
-
-
-def stop_workers(procs, stop, messages, grace=5.0):
-    """Tell the workers to stop and wait for them, draining the queue (a worker exits only once its queued
-    messages are flushed); terminate any still alive after `grace` seconds."""
-    stop.value = 1
-    deadline = time.time() + grace
-    while any(p.is_alive() for p in procs) and time.time() < deadline:
-        for _ in drain(messages):
-            pass
-    for p in procs:
-        if p.is_alive():
-            p.terminate()
-        p.join()
 
 
 def main():
     start_time = time.time()
     args = tyro.cli(Args)
-    obs_dim, n_actions = check_args(args)
-    seed_everything(args.seed)
+    obs_dim, n_actions, continuous = check_args(args)
+    torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.set_num_threads(1)  # small MLPs, and one process per core already
 
     if args.eval_checkpoint:
-        checkpoint = load_checkpoint(args.eval_checkpoint, args)
-        policy = mlp(obs_dim, checkpoint["args"]["policy_hidden"], n_actions)
-        policy.load_state_dict(checkpoint["model"]["policy"])
-        returns = evaluate(policy, args, os.path.join(os.path.dirname(args.eval_checkpoint), "videos"))
+        agent = load_agent(args.eval_checkpoint, args, obs_dim, n_actions, continuous)
+        returns = evaluate(agent, args, os.path.join(os.path.dirname(args.eval_checkpoint), "videos"))
         print(f"evaluated {args.eval_checkpoint}: return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} episodes")
         return
 
-    policy, value = make_networks(obs_dim, n_actions, args)
-    policy.share_memory()
-    value.share_memory()
-    policy_opt = SharedAdam(policy.parameters(), lr=args.learning_rate)
-    value_opt = SharedRMSprop(value.parameters(), lr=args.value_learning_rate)
-    ctx = mp.get_context(args.start_method)
-    if ctx.get_start_method() == "forkserver":  # import once in the server what every worker needs, not in each
-        ctx.set_forkserver_preload(["__main__", "torch._dynamo"])  # torch.optim's step imports torch._dynamo
-    global_step, stop, messages = ctx.Value("q", 0), ctx.Value("b", 0, lock=False), ctx.Queue()
-    shared = (args, policy, value, policy_opt, value_opt, global_step, stop, messages)
-    procs = [ctx.Process(target=worker, args=(i, *shared), daemon=True) for i in range(args.n_workers)]
-    # the workers inherit SIGINT ignored, so that a Ctrl-C while they start reaches only this process
-    sigint_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    agent = ActorCritic(obs_dim, n_actions, continuous, args.hidden).share_memory()
+    optimizer = SharedAdam(agent.parameters(), lr=args.learning_rate)
+    global_step, stop, messages = mp.Value("q", 0), mp.Value("b", 0, lock=False), mp.Queue()  # any start method
+    procs = [mp.Process(target=worker, args=(i, args, agent, optimizer, global_step, stop, messages), daemon=True)
+             for i in range(args.n_workers)]
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # workers inherit Ctrl-C ignored, even before their first line
     for p in procs:
         p.start()
-    signal.signal(signal.SIGINT, sigint_handler)
+    from torch.utils.tensorboard import SummaryWriter  # after the fork: a forked process must not copy its thread
 
     run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(start_time)}"
-    writer, progress, last_update = None, None, 0.0
-    episodes, solved_at_step, solved_at_s, error, interrupted = 0, None, None, None, False
-    recent_returns, solved_weights = deque(maxlen=100), None
-    try:
-        # imported and started after the fork: fork copies no threads, so a running writer thread must not exist yet
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(run_dir)
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
-        progress = Progress(args.total_timesteps)
-        while True:
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    returns, solved_at_step, solved_at_s, interrupted, last_print = [], None, None, False, 0.0
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:  # until the target is reached, a worker fails, or all have seen the budget used up
+        while not stop.value and not any(p.exitcode for p in procs) and any(p.is_alive() for p in procs):
             try:
-                message = messages.get(timeout=0.5)
+                step, losses, episode = messages.get(timeout=0.5)
             except queue.Empty:
-                message = None
-                if all(p.exitcode is not None for p in procs):  # every worker used up the budget or stopped
-                    break
-            if message is not None and message[0] == "error":
-                error = f"worker {message[1]} failed:\n{message[2].rstrip()}"
-                break
-            if message is not None:
-                _, episode_return, episode_length, step, (policy_loss, value_loss, entropy) = message
-                episodes += 1
-                recent_returns.append(episode_return)
-                writer.add_scalar("charts/episodic_return", episode_return, step)
-                writer.add_scalar("charts/episodic_length", episode_length, step)
-                writer.add_scalar("losses/policy_loss", policy_loss, step)
-                writer.add_scalar("losses/value_loss", value_loss, step)
-                writer.add_scalar("losses/entropy", entropy, step)
-                full = len(recent_returns) == 100 and args.target_return is not None
-                if full and np.mean(recent_returns) >= args.target_return and solved_at_step is None:
+                continue
+            for name, loss in zip(("policy_loss", "value_loss", "entropy"), losses):
+                writer.add_scalar(f"losses/{name}", loss, step)
+            if episode:
+                returns.append(episode[0])
+                writer.add_scalar("charts/episodic_return", episode[0], step)
+                writer.add_scalar("charts/episodic_length", episode[1], step)
+                target = args.target_return
+                if solved_at_step is None and target is not None and len(returns) >= 100 and np.mean(returns[-100:]) >= target:
                     solved_at_step, solved_at_s = step, time.time() - start_time
-                    if args.stop_at_target:
-                        stop.value = 1
-                        # the workers still apply the updates they have in flight, and a few updates can
-                        # undo a solved policy: evaluate and save the weights that reached the target
-                        solved_weights = [{k: v.clone() for k, v in net.state_dict().items()} for net in (policy, value)]
-            if time.time() - last_update >= 0.5:
-                dead = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode not in (None, 0)]
-                if dead:  # report its own error message if it sent one, else its exit code (-N: killed by signal N)
-                    error = f"worker {dead[0][0]} died with exit code {dead[0][1]}"
-                    error = next((f"worker {m[1]} failed:\n{m[2].rstrip()}" for m in drain(messages) if m[0] == "error"), error)
-                    break
-                last_update, step = time.time(), global_step.value
-                sps = int(step / (last_update - start_time))
-                progress.update(step, sps, np.mean(recent_returns) if recent_returns else 0.0)
+                    stop.value = args.stop_at_target
+            if time.time() - last_print >= (0.5 if sys.stdout.isatty() else 10):
+                last_print, sps = time.time(), int(step / (time.time() - start_time))
                 writer.add_scalar("charts/SPS", sps, step)
+                print(f"step {step}  SPS {sps}  return(100) {np.mean(returns[-100:] or np.nan):.1f}", end="\r" if sys.stdout.isatty() else "\n", flush=True)
     except KeyboardInterrupt:
         interrupted = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # from here on a Ctrl-C would only lose the model and summary
-    if progress is not None:
-        progress.close()
-    stop_workers(procs, stop, messages)
-    if solved_weights is not None:
-        policy.load_state_dict(solved_weights[0])
-        value.load_state_dict(solved_weights[1])
-    if writer is None:  # Ctrl-C before the run directory was written: nothing to save
-        sys.exit(130)
-    if error is not None:
-        writer.close()
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
-    wall_time_s = time.time() - start_time
-    global_step = global_step.value
+    failed = [f"worker {i} died with exit code {p.exitcode}" for i, p in enumerate(procs) if p.exitcode]  # traceback above
+    stop.value, deadline = 1, time.time() + 5
+    for p in procs:  # the workers finish their rollout and exit; one that does not within seconds is killed
+        p.join(timeout=max(0.0, deadline - time.time()))
+        p.kill()
+    if failed:
+        sys.exit(f"\nerror: {'; '.join(failed)}")
+    wall_time_s, global_step = time.time() - start_time, global_step.value
 
-    eval_returns = []
-    if not interrupted:
-        eval_returns = evaluate(policy, args, os.path.join(run_dir, "videos"))
-        for i, episode_return in enumerate(eval_returns):
-            writer.add_scalar("eval/episodic_return", episode_return, i)
-    model_path = None
-    if args.save_model:
-        model_path = os.path.join(run_dir, f"{args.exp_name}.pt")
-        model = {"policy": policy.state_dict(), "value": value.state_dict()}
-        torch.save({"script": "gae.py", "model": model, "args": vars(args)}, model_path + ".tmp")
+    eval_returns = [] if interrupted else evaluate(agent, args, os.path.join(run_dir, "videos"))
+    for i, episode_return in enumerate(eval_returns):
+        writer.add_scalar("eval/episodic_return", episode_return, i)
+    model_path = os.path.join(run_dir, f"{args.exp_name}.pt") if args.save_model else None
+    if model_path:  # written whole or not at all
+        torch.save({"script": "gae.py", "model": agent.state_dict(), "args": vars(args)}, model_path + ".tmp")
         os.replace(model_path + ".tmp", model_path)
-    summary = {
-        "script": "gae.py",
-        "env_id": args.env_id,
-        "seed": args.seed,
-        "global_step": global_step,
-        "episodes": episodes,
-        "wall_time_s": round(wall_time_s, 3),
-        "sps": int(global_step / wall_time_s),
-        "target_return": args.target_return,
-        "solved": solved_at_step is not None,
-        "solved_at_step": solved_at_step,
-        "solved_at_s": None if solved_at_s is None else round(solved_at_s, 3),
-        "train_return_mean100": float(np.mean(recent_returns)) if recent_returns else None,
-        "eval_return_mean": float(np.mean(eval_returns)) if eval_returns else None,
-        "eval_return_std": float(np.std(eval_returns)) if eval_returns else None,
-        "eval_episodes": len(eval_returns),
-        "model_path": model_path,
-        "interrupted": interrupted,
-    }
-    with open(os.path.join(run_dir, "summary.json.tmp"), "w") as f:
-        json.dump(summary, f, indent=2)
+    summary = dict(script="gae.py", env_id=args.env_id, seed=args.seed, global_step=global_step, episodes=len(returns),
+                   wall_time_s=round(wall_time_s, 3), sps=int(global_step / wall_time_s), target_return=args.target_return,
+                   solved=solved_at_step is not None, solved_at_step=solved_at_step, solved_at_s=solved_at_s and round(solved_at_s, 3),
+                   train_return_mean100=float(np.mean(returns[-100:])) if returns else None,
+                   eval_return_mean=float(np.mean(eval_returns)) if eval_returns else None,
+                   eval_return_std=float(np.std(eval_returns)) if eval_returns else None,
+                   eval_episodes=len(eval_returns), model_path=model_path, interrupted=interrupted)
+    Path(run_dir, "summary.json.tmp").write_text(json.dumps(summary, indent=2))
     os.replace(os.path.join(run_dir, "summary.json.tmp"), os.path.join(run_dir, "summary.json"))
     writer.close()
     print(json.dumps(summary))
-    if interrupted:
-        sys.exit(130)
+    sys.exit(130 if interrupted else 0)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:  # Ctrl-C before the workers started: nothing written yet
-        sys.exit(130)
+    main()

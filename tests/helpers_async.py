@@ -1,28 +1,24 @@
-"""Helpers for the tests of the worker scripts (a3c.py, gae.py): an environment that fails on demand, a
-check that a run left no process behind, and the workers' time slice."""
+"""Helpers for the tests of the worker scripts (a3c.py, gae.py): the shared optimizer's checks, environments
+written to a module on demand (one that fails, one without a reward threshold), and a check that a run
+left no process behind."""
 import os
-import re
+import signal
 import subprocess
 import sys
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Written to `test_envs.py` on PYTHONPATH and passed as `--env-id test_envs:<id>`, so that spawned workers
+# (which re-import everything) find them too. FailingCartPole raises after 200 steps per process;
+# CartPoleNoThreshold is CartPole-v1 without a reward_threshold in its spec (as Pendulum-v1 has none).
+TEST_ENVS = """
 import time
 
-import pytest
-
-# Linux takes sched_setattr's sched_runtime as a SCHED_OTHER task's time slice from 6.12 on
-kernel_takes_custom_slices = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or [int(part) for part in re.findall(r"\d+", os.uname().release)[:2]] < [6, 12],
-    reason="Linux takes sched_runtime as the time slice from 6.12")
-
-
-def time_slice_after_asking(script_dir, module):
-    """The time slice, in ns, of a fresh process after `module.ask_for_long_time_slices()`."""
-    code = (f"import re, {module}; {module}.ask_for_long_time_slices(); "
-            "print(re.search(r'se.slice\\s*:\\s*(\\d+)', open('/proc/self/sched').read())[1])")
-    return int(subprocess.run([sys.executable, "-c", code], cwd=script_dir, capture_output=True, text=True, check=True).stdout)
-
-# Written to a file `failing_env.py` on PYTHONPATH and passed as `--env-id failing_env:FailingCartPole-v0`,
-# so that spawned workers (which re-import everything) find it too. It raises after 200 steps per process.
-FAILING_ENV = """
 import gymnasium as gym
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
@@ -32,11 +28,106 @@ class FailingCartPole(CartPoleEnv):
     def step(self, action):
         FailingCartPole.steps += 1
         if FailingCartPole.steps > 200:
+            with open("failed_at", "w") as f:  # in the run's working directory
+                f.write(str(time.time()))
             raise RuntimeError("simulated failure in the environment")
         return super().step(action)
 
 gym.register("FailingCartPole-v0", entry_point=FailingCartPole, max_episode_steps=500, reward_threshold=475.0)
+gym.register("CartPoleNoThreshold-v0", entry_point=CartPoleEnv, max_episode_steps=500)
 """
+
+
+def write_test_envs(tmp_path):
+    """Write the test environments' module into `tmp_path`; return the env for a subprocess that finds it."""
+    (tmp_path / "test_envs.py").write_text(textwrap.dedent(TEST_ENVS))
+    return {**os.environ, "PYTHONPATH": str(tmp_path)}
+
+
+def _gradients(model, k):
+    torch.manual_seed(100 + k)
+    return [torch.randn_like(p) for p in model.parameters()]
+
+
+def _take_steps(model, optimizer, first, last):
+    for k in range(first, last):
+        for p, g in zip(model.parameters(), _gradients(model, k)):
+            p.grad = g
+        optimizer.step()
+
+
+def _shared_and_reference(module):
+    """The script's continuous network (log_std included) in shared memory with its SharedAdam, and a private copy
+    with torch.optim.Adam."""
+    torch.manual_seed(0)
+    shared = module.ActorCritic(3, 2, True, (8,)).share_memory()
+    reference = module.ActorCritic(3, 2, True, (8,))
+    reference.load_state_dict(shared.state_dict())
+    return shared, module.SharedAdam(shared.parameters(), lr=1e-2), reference, torch.optim.Adam(reference.parameters(), lr=1e-2)
+
+
+def _assert_same(shared, shared_opt, reference, reference_opt, steps):
+    for p, q in zip(shared.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q)
+        assert shared_opt.state[p]["step"].item() == steps
+        for key, value in reference_opt.state[q].items():
+            torch.testing.assert_close(shared_opt.state[p][key], value)
+
+
+def check_shared_adam_matches_torch(module):
+    shared, shared_opt, reference, reference_opt = _shared_and_reference(module)
+    assert any(p is shared.log_std for p in shared_opt.param_groups[0]["params"])  # the optimizer trains the log-std
+    initial = [p.detach().clone() for p in shared.parameters()]
+    _take_steps(shared, shared_opt, 0, 5)
+    _take_steps(reference, reference_opt, 0, 5)
+    # the update wrote into the shared tensors rather than replacing them with private ones
+    assert all(t.is_shared() for state in shared_opt.state.values() for t in state.values())
+    _assert_same(shared, shared_opt, reference, reference_opt, 5)
+    assert all(not torch.equal(p, q) for p, q in zip(shared.parameters(), initial))
+
+
+def check_spawned_process_advances_shared_adam(module):
+    """Steps taken by a spawned process show up in this one (parameters, `step`, moments), and this one continues."""
+    shared, shared_opt, reference, reference_opt = _shared_and_reference(module)
+    child = torch.multiprocessing.get_context("spawn").Process(target=_take_steps, args=(shared, shared_opt, 0, 3))
+    child.start()
+    child.join(600)  # a spawned child imports torch afresh: slow on a busy machine
+    if child.exitcode is None:
+        child.kill()
+    assert child.exitcode == 0, child.exitcode
+    _take_steps(reference, reference_opt, 0, 3)
+    _assert_same(shared, shared_opt, reference, reference_opt, 3)
+    _take_steps(shared, shared_opt, 3, 4)
+    _take_steps(reference, reference_opt, 3, 4)
+    _assert_same(shared, shared_opt, reference, reference_opt, 4)
+
+
+def check_fresh_gradients_on_every_update(module):
+    """With SGD(lr=1) each update moves the shared weights by exactly minus this update's gradient.
+
+    Local gradients that pile up would move them by the sum of all gradients so far; a shared `.grad`
+    aliased once to the local one would move them by the first gradient again."""
+    torch.manual_seed(0)
+    local, shared = module.ActorCritic(4, 2, False, (8,)), module.ActorCritic(4, 2, False, (8,)).share_memory()
+    opt = torch.optim.SGD(shared.parameters(), lr=1.0)
+    x = torch.randn(3, 4)
+    for k in range(1, 4):
+        loss = (local.actor(x) * k).sum() + (local.critic(x) * k**2).sum()  # a different gradient each update
+        expected = torch.autograd.grad(loss, list(local.parameters()), retain_graph=True, allow_unused=True)
+        before = [p.detach().clone() for p in shared.parameters()]
+        module.push_gradients(local, shared, opt, loss, max_grad_norm=1e9)
+        for b, p, g in zip(before, shared.parameters(), expected):
+            torch.testing.assert_close(b - p.detach(), g)
+
+
+def command(script, *args, start_method=None):
+    """`python <script> <args>`; with `start_method`, that method is made the default before the script runs as
+    __main__ (as the platform's default would be: the scripts take no start-method argument)."""
+    if start_method is None:
+        return [sys.executable, str(REPO / script), *map(str, args)]
+    code = ("import multiprocessing, runpy, sys; multiprocessing.set_start_method(sys.argv[1]); sys.argv = sys.argv[2:]; "
+            "runpy.run_path(sys.argv[0], run_name='__main__')")
+    return [sys.executable, "-c", code, start_method, str(REPO / script), *map(str, args)]
 
 
 def session_processes(sid):
@@ -59,25 +150,35 @@ def wait_session_empty(sid, timeout=10):
     return session_processes(sid)
 
 
-def run_with_failing_env(script, tmp_path, start_method):
-    """Run `script` with 2 workers on FailingCartPole; return (process, stderr, seconds it took)."""
-    import signal
-    import subprocess
-    import sys
-    import textwrap
-    from pathlib import Path
+def start_run(script, tmp_path, *args, start_method=None):
+    """Start `script` in its own session with the test environments importable; return the process."""
+    return subprocess.Popen(command(script, *args, start_method=start_method), cwd=tmp_path, env=write_test_envs(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
-    (tmp_path / "failing_env.py").write_text(textwrap.dedent(FAILING_ENV))
-    start = time.time()
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve().parent.parent / script), "--env-id", "failing_env:FailingCartPole-v0",
-         "--n-workers", "2", "--start-method", start_method],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
-    )
+
+def finish_run(proc, timeout):
+    """Wait for a run started by `start_run`; kill its session if it overruns. Returns its stderr."""
     try:
-        _, stderr = proc.communicate(timeout=60)
+        return proc.communicate(timeout=timeout)[1]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    return proc, stderr, time.time() - start
+
+
+def run_with_failing_env(script, tmp_path, start_method):
+    """Run `script` with 2 workers on FailingCartPole; return (process, stderr, seconds from the failure to the exit)."""
+    proc = start_run(script, tmp_path, "--env-id", "test_envs:FailingCartPole-v0", "--n-workers", 2, start_method=start_method)
+    stderr = finish_run(proc, timeout=300)
+    return proc, stderr, time.time() - float((tmp_path / "failed_at").read_text())
+
+
+def kill_a_worker(script, tmp_path):
+    """Start a long run, SIGKILL one of its workers once it trains; return (process, stderr)."""
+    proc = start_run(script, tmp_path, "--n-workers", 2, "--total-timesteps", 10**8, "--no-stop-at-target")
+    deadline = time.time() + 300
+    while not list(tmp_path.glob("runs/*/events.out.tfevents.*")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(2)
+    worker = int(open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()[0])
+    os.kill(worker, signal.SIGKILL)
+    return proc, finish_run(proc, timeout=120)
