@@ -59,7 +59,9 @@ def test_video_is_written_offline(tmp_path):
 
 def test_suite_races_a_script_against_the_peer(tmp_path):
     """One script, one seed, one environment, a few thousand steps, the peer included; a system
-    that refuses the environment (exit 2) is skipped and reported."""
+    that refuses the environment (exit 2) is skipped and reported. Needs requirements-bench.txt."""
+    pytest.importorskip("stable_baselines3")
+    pytest.importorskip("matplotlib")
     refuser = tmp_path / "refuses.py"
     refuser.write_text("import sys\nprint('error: refuses.py supports no environment', file=sys.stderr)\nsys.exit(2)\n")
     out = tmp_path / "out"
