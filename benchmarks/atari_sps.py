@@ -55,10 +55,8 @@ def ours_sps(steps, extra):
         return json.loads(next(Path(cwd).glob("runs/*/summary.json")).read_text())["sps"]
 
 
-def peer_sps(steps, environ):
-    """SB3 A2C, rl-zoo Atari settings, in a fresh interpreter so that it imports what it needs alone
-    (and with the environment as it was before this process imported a2c_atari.py, which sets
-    GOMP_SPINCOUNT for itself)."""
+def peer_sps(steps):
+    """SB3 A2C, rl-zoo Atari settings, in a fresh interpreter so that it imports what it needs alone."""
     code = f"""
 import time, gymnasium as gym, ale_py
 from stable_baselines3 import A2C
@@ -73,7 +71,7 @@ start = time.perf_counter()
 model.learn({steps})
 print(model.num_timesteps / (time.perf_counter() - start))
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"SB3 A2C failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     return float(proc.stdout.strip().splitlines()[-1])
@@ -89,7 +87,6 @@ def main():
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/atari_sps.json"))
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
-    environ = dict(os.environ)
     from a2c_atari import Args
 
     n_envs = Args.n_envs
@@ -97,7 +94,7 @@ def main():
     for round_index in range(args.rounds):
         results["env only"].append(env_only_sps(n_envs, args.env_seconds))
         results["a2c_atari.py"].append(ours_sps(args.ours_steps, args.ours_args.split()))
-        results["SB3 A2C (rl-zoo)"].append(peer_sps(args.peer_steps, environ))
+        results["SB3 A2C (rl-zoo)"].append(peer_sps(args.peer_steps))
         print(f"round {round_index + 1}: " + ", ".join(f"{name} {values[-1]:.0f}" for name, values in results.items()), flush=True)
 
     medians = {name: statistics.median(values) for name, values in results.items()}
