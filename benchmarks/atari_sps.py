@@ -4,6 +4,7 @@ environment-only ceiling.
     pip install -r requirements-bench.txt
     python benchmarks/atari_sps.py                 # 2 rounds of: env only, a2c_atari.py, SB3 A2C
     python benchmarks/atari_sps.py --rounds 1 --ours-steps 30000 --peer-steps 10000
+    python benchmarks/atari_sps.py --ours-script /tmp/a2c_atari_variant.py   # a modified copy, same race
 
 - env only: `AtariVectorEnv` with a2c_atari.py's settings and uniformly random actions, no network:
   the most agent steps per second training could reach on this machine.
@@ -45,9 +46,9 @@ def env_only_sps(n_envs, seconds):
     return sps
 
 
-def ours_sps(steps, extra):
+def ours_sps(script, steps, extra):
     with tempfile.TemporaryDirectory() as cwd:
-        command = [sys.executable, str(REPO / "a2c_atari.py"), "--total-timesteps", str(steps), "--no-stop-at-target",
+        command = [sys.executable, str(script), "--total-timesteps", str(steps), "--no-stop-at-target",
                    "--eval-episodes", "1", "--no-save-model", *extra]
         proc = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -84,6 +85,7 @@ def main():
     parser.add_argument("--peer-steps", type=int, default=24_000)
     parser.add_argument("--env-seconds", type=float, default=20.0)
     parser.add_argument("--ours-args", default="", help="extra arguments for a2c_atari.py, one string")
+    parser.add_argument("--ours-script", default=str(REPO / "a2c_atari.py"), help="the script to race (a variant of a2c_atari.py)")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/atari_sps.json"))
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
@@ -93,7 +95,7 @@ def main():
     results = {"env only": [], "a2c_atari.py": [], "SB3 A2C (rl-zoo)": []}
     for round_index in range(args.rounds):
         results["env only"].append(env_only_sps(n_envs, args.env_seconds))
-        results["a2c_atari.py"].append(ours_sps(args.ours_steps, args.ours_args.split()))
+        results["a2c_atari.py"].append(ours_sps(Path(args.ours_script).resolve(), args.ours_steps, args.ours_args.split()))
         results["SB3 A2C (rl-zoo)"].append(peer_sps(args.peer_steps))
         print(f"round {round_index + 1}: " + ", ".join(f"{name} {values[-1]:.0f}" for name, values in results.items()), flush=True)
 
