@@ -59,7 +59,7 @@ class Args:
     exp_name: str = Path(__file__).stem
     """name of the experiment (the run directory and the checkpoint are named after it)"""
     seed: int = 1
-    """seed of the initial weights; rank r seeds its environments and its action sampling from seed + r"""
+    """seed of the initial weights; rank r samples actions with seed + r, seeds its env i with seed + r * n_envs + i"""
     torch_deterministic: bool = True
     """sets `torch.backends.cudnn.deterministic`"""
     capture_video: bool = False
@@ -81,10 +81,10 @@ class Args:
     """environments each rank steps"""
     n_steps: int = 10
     """steps per environment per update, the n of n-step returns"""
-    learning_rate: float = 3e-3
-    """Adam learning rate"""
-    gamma: float = 0.99
-    """discount factor"""
+    learning_rate: float | None = None
+    """Adam learning rate (None: 3e-3 for Discrete actions, 1e-3 for Box actions)"""
+    gamma: float | None = None
+    """discount factor (None: 0.99 for Discrete actions, 0.9 for Box actions)"""
     ent_coef: float = 0.0
     """entropy bonus coefficient"""
     vf_coef: float = 0.1
@@ -163,12 +163,7 @@ class ActorCritic(nn.Module):
 
 
 def validate(args):
-    """Fail on anything the run cannot handle; return the environment."""
-    for name in ("total_timesteps", "n_workers", "n_envs", "n_steps", "eval_episodes", "learning_rate", "max_grad_norm", "timeout_s"):
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if not 0 < args.gamma <= 1:
-        fail(f"--gamma must be in (0, 1], got {args.gamma}")
+    """Fail on anything the run cannot handle; fill in the defaults of the action space's kind; return the environment."""
     if args.capture_video:
         try:
             import moviepy  # noqa: F401  (gymnasium's RecordVideo writes through it)
@@ -185,6 +180,13 @@ def validate(args):
         fail(f"{args.env_id}: action space {space} is not supported (Discrete, or a 1-D Box with finite bounds)")
     if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
         fail(f"{args.env_id} has observations {env.observation_space}; da2c_nstep.py needs a flat Box")
+    args.learning_rate = (1e-3 if bounded_box else 3e-3) if args.learning_rate is None else args.learning_rate
+    args.gamma = (0.9 if bounded_box else 0.99) if args.gamma is None else args.gamma  # Pendulum-v1 needs the short horizon
+    for name in ("total_timesteps", "n_workers", "n_envs", "n_steps", "eval_episodes", "learning_rate", "max_grad_norm", "timeout_s"):
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not 0 < args.gamma <= 1:
+        fail(f"--gamma must be in (0, 1], got {args.gamma}")
     if args.target_return is None:
         args.target_return = env.spec.reward_threshold  # None: the run is never solved, it trains its budget
     return env
