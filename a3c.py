@@ -11,8 +11,9 @@ gradient of  mean_t [-A_t log pi(a_t|s_t) - ent_coef H[pi(.|s_t)] + vf_coef (R_t
 and steps a shared Adam (its state, `step` included, in shared memory) with no lock. The main process
 logs, decides when to stop, evaluates and saves. Discrete actions get a categorical policy, Box actions
 a diagonal Gaussian whose log-std is a parameter of the shared network. Observations are normalized and
-rewards scaled by running statistics that all workers share and the checkpoint keeps. One set of
-defaults serves both kinds of action space: docs/a3c.md says how it was chosen and what it reaches.
+rewards scaled by running statistics that all workers share and the checkpoint keeps. `--lstm` puts an
+LSTM cell before each network's output layer (the paper's recurrent agent), its state carried through an
+episode. One set of defaults serves both kinds of action space: docs/a3c.md says how it was chosen.
 
     python a3c.py --n-workers 8                     # CartPole-v1 until solved, evaluate, save
     python a3c.py --env-id InvertedPendulum-v5      # Box actions: the Gaussian policy
@@ -67,6 +68,8 @@ class Args:
     """learning rate of the shared Adam"""
     hidden: tuple[int, ...] = (64, 64)
     """hidden layer sizes of the actor and of the critic (two separate networks)"""
+    lstm: bool = False
+    """an LSTM cell between each network's hidden layers and its output layer, for partially observed environments"""
     gamma: float = 0.99
     """discount factor"""
     ent_coef: float = 0.0
@@ -139,10 +142,12 @@ def mlp(n_in, hidden, n_out, out_std):
 
 
 class ActorCritic(nn.Module):
-    def __init__(self, obs_dim, n_actions, continuous, hidden):
+    def __init__(self, obs_dim, n_actions, continuous, hidden, lstm=False):
         super().__init__()
         self.actor = mlp(obs_dim, hidden, n_actions, out_std=0.01)  # logits, or the Gaussian's mean
         self.critic = mlp(obs_dim, hidden, 1, out_std=1.0)
+        self.actor_lstm, self.critic_lstm = (nn.LSTMCell(hidden[-1], hidden[-1]) if lstm else None for _ in range(2))
+        self.state_size = hidden[-1] if lstm else 0  # without an LSTM the state is empty and passes through
         self.log_std = nn.Parameter(torch.zeros(n_actions)) if continuous else None
         # running moments of the observations and of the discounted return (it scales the rewards): buffers, shared,
         # pulled and saved with the weights
@@ -154,12 +159,26 @@ class ActorCritic(nn.Module):
     def normalize(self, obs):  # clipped at 10 standard deviations, as in Stable-Baselines3's VecNormalize
         return ((obs - self.obs_mean) / torch.sqrt(self.obs_var + 1e-8)).clamp(-10, 10)
 
-    def policy(self, obs):
-        out = self.actor(self.normalize(obs))
-        return Categorical(logits=out) if self.log_std is None else gaussian(out, self.log_std)
+    def initial_state(self):  # (h, c) of the actor's LSTM and of the critic's at the start of an episode
+        return torch.zeros(2, 2, self.state_size)
 
-    def value(self, obs):
-        return self.critic(self.normalize(obs)).squeeze(-1)
+    def unroll(self, net, lstm, obs, state):
+        """`net` on consecutive steps (T, obs_dim) of one episode from the LSTM's (h, c) before them; the (h, c) after."""
+        if lstm is None:
+            return net(self.normalize(obs)), state
+        (h, c), outputs = state, []
+        for features in net[:-1](self.normalize(obs)):
+            h, c = lstm(features, (h, c))  # (h_t, c_t) = LSTMCell(hidden layers(s_t), (h_{t-1}, c_{t-1}))
+            outputs.append(h)
+        return net[-1](torch.stack(outputs)), torch.stack((h, c))
+
+    def policy(self, obs, state):
+        out, state = self.unroll(self.actor, self.actor_lstm, obs, state)
+        return (Categorical(logits=out) if self.log_std is None else gaussian(out, self.log_std)), state
+
+    def value(self, obs, state):
+        out, state = self.unroll(self.critic, self.critic_lstm, obs, state)
+        return out.squeeze(-1), state
 
 
 class SharedAdam(torch.optim.Adam):
@@ -190,27 +209,31 @@ def worker(rank, args, agent, optimizer, global_step, stop, messages):
     messages.cancel_join_thread()  # exit without waiting for main to read what is still queued
     torch.manual_seed(args.seed + rank)
     env, local, parent = make_env(args.env_id)(), copy.deepcopy(agent), mp.parent_process()  # local: private memory
-    (obs, _), discounted_return = env.reset(seed=args.seed + rank), 0.0
+    (obs, _), discounted_return, state = env.reset(seed=args.seed + rank), 0.0, local.initial_state()
     while not stop.value and global_step.value < args.total_timesteps and parent.is_alive():
         local.load_state_dict(agent.state_dict())  # the shared weights and statistics, fixed for this rollout
         observations, actions, rewards, discounted_returns = [], [], [], []
         reward_scale = 1.0 / np.sqrt(local.ret_var.item() + 1e-8)  # r / std(discounted return)
+        actor_state = state[0]  # the LSTM state is carried over from the last rollout within an episode
         with torch.no_grad():
             for _ in range(args.n_steps):
                 observations.append(torch.as_tensor(obs, dtype=torch.float32))
-                actions.append(local.policy(observations[-1]).sample())
+                policy, actor_state = local.policy(observations[-1][None], actor_state)
+                actions.append(policy.sample()[0])
                 obs, reward, terminated, truncated, info = env.step(env_action(actions[-1], env.action_space))
                 discounted_return = args.gamma * discounted_return + float(reward)
                 discounted_returns.append(discounted_return)
                 rewards.append(float(reward) * reward_scale)
                 if terminated or truncated:
                     break
-            # a time limit is not a terminal state: bootstrap from V(final observation)
-            bootstrap = 0.0 if terminated else local.value(torch.as_tensor(obs, dtype=torch.float32)).item()
 
-        # the log-probabilities and values come from one batched pass over the rollout (same weights as acting)
+        # the log-probabilities and values come from one pass over the rollout with the weights and, with --lstm, from the
+        # LSTM state it started with: those the worker acted with. The update backpropagates through these n steps only.
         obs_batch = torch.stack(observations)
-        policy, values = local.policy(obs_batch), local.value(obs_batch)
+        (policy, actor_state), (values, critic_state) = local.policy(obs_batch, state[0]), local.value(obs_batch, state[1])
+        # a time limit is not a terminal state: bootstrap from V(final observation)
+        bootstrap = 0.0 if terminated else local.value(torch.as_tensor(obs, dtype=torch.float32)[None], critic_state)[0].item()
+        state = torch.stack((actor_state, critic_state)).detach()  # detached: the next update's gradient stops here
         returns = torch.from_numpy(nstep_returns(rewards, bootstrap, args.gamma))
         advantages = returns - values.detach()  # A_t = R_t - V(s_t), held constant: no gradient into the critic
         policy_loss = -(advantages * policy.log_prob(torch.stack(actions))).mean()
@@ -224,8 +247,8 @@ def worker(rank, args, agent, optimizer, global_step, stop, messages):
             step = global_step.value
         episode = (float(info["episode"]["r"]), int(info["episode"]["l"])) if terminated or truncated else None
         messages.put((step, (policy_loss.item(), value_loss.item(), entropy.item()), episode))
-        if episode:
-            (obs, _), discounted_return = env.reset(), 0.0
+        if episode:  # terminated or truncated: the next episode starts from a zero LSTM state
+            (obs, _), discounted_return, state = env.reset(), 0.0, local.initial_state()
     env.close()
 
 
@@ -267,7 +290,7 @@ def load_agent(path, args, obs_dim, n_actions, continuous):
         fail(f"{path} is not an a3c.py checkpoint")
     if (trained_on := checkpoint["args"]["env_id"]) != args.env_id:
         fail(f"{path} was trained on {trained_on}, not {args.env_id} (pass --env-id {trained_on})")
-    agent = ActorCritic(obs_dim, n_actions, continuous, checkpoint["args"]["hidden"])
+    agent = ActorCritic(obs_dim, n_actions, continuous, checkpoint["args"]["hidden"], checkpoint["args"].get("lstm", False))
     agent.load_state_dict(checkpoint["model"])
     return agent
 
@@ -278,11 +301,10 @@ def evaluate(agent, args, video_dir):
     env, episode_returns = make_env(args.env_id, video_dir if args.capture_video else None)(), []
     for episode in range(args.eval_episodes):
         obs, _ = env.reset(seed=args.seed + 100_000 if episode == 0 else None)  # a seed no worker trains on
-        terminated = truncated = False
+        terminated, truncated, state = False, False, agent.initial_state()[0]  # the actor's LSTM state, carried through
         while not (terminated or truncated):
-            out = agent.actor(agent.normalize(torch.as_tensor(obs, dtype=torch.float32)))
-            action = out.argmax() if agent.log_std is None else out  # the greedy action, or the Gaussian's mean
-            obs, _, terminated, truncated, info = env.step(env_action(action, env.action_space))
+            policy, state = agent.policy(torch.as_tensor(obs, dtype=torch.float32)[None], state)
+            obs, _, terminated, truncated, info = env.step(env_action(policy.mode[0], env.action_space))  # argmax, or mean
         episode_returns.append(float(info["episode"]["r"]))
     env.close()
     return episode_returns
@@ -301,7 +323,7 @@ def main():
         print(f"evaluated {args.eval_checkpoint}: return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} episodes")
         return
 
-    agent = ActorCritic(obs_dim, n_actions, continuous, args.hidden).share_memory()
+    agent = ActorCritic(obs_dim, n_actions, continuous, args.hidden, args.lstm).share_memory()
     optimizer = SharedAdam(agent.parameters(), lr=args.learning_rate)
     global_step, stop, messages = mp.Value("q", 0), mp.Value("b", 0, lock=False), mp.Queue()  # any start method
     procs = [mp.Process(target=worker, args=(i, args, agent, optimizer, global_step, stop, messages), daemon=True)

@@ -1,6 +1,6 @@
 """Helpers for the tests of the worker scripts (a3c.py, gae.py): the shared optimizer's checks, environments
-written to a module on demand (one that fails, one without a reward threshold), and a check that a run
-left no process behind."""
+written to a module on demand (one that fails, one without a reward threshold), a check that a run
+left no process behind, the InvertedPendulum run, and the recurrent worker's replay run in this process."""
 import os
 import signal
 import subprocess
@@ -9,7 +9,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import torch
+import torch.multiprocessing as mp
+
+from conftest import run_script
+from pomdp_cartpole import CartPoleNoVelocity
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -182,3 +187,127 @@ def kill_a_worker(script, tmp_path):
     worker = int(open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()[0])
     os.kill(worker, signal.SIGKILL)
     return proc, finish_run(proc, timeout=120)
+
+
+def check_learns_inverted_pendulum(script, tmp_path):
+    """The Gaussian policy solves InvertedPendulum-v5; its trained log-std and observation statistics are saved."""
+    proc, summary = run_script(script, "--env-id", "InvertedPendulum-v5", "--n-workers", 4, "--total-timesteps", 300_000,
+                               cwd=tmp_path, timeout=1800)
+    assert proc.returncode == 0, proc.stderr
+    assert summary["solved"] and summary["target_return"] == 950 and summary["eval_return_mean"] >= 900, summary
+    model = torch.load(tmp_path / summary["model_path"], weights_only=True)["model"]
+    # the Gaussian's log-std was trained by the shared optimizer, and the observation statistics were saved
+    assert model["log_std"].shape == (1,) and model["log_std"].abs().item() > 1e-3
+    assert model["obs_count"].item() >= summary["solved_at_step"] / 2 and model["obs_var"].shape == (4,)
+
+
+# --lstm: the velocity-free CartPole with a time limit of 20 steps, so that a short run of a worker ends episodes
+# both ways (an untrained policy drops the pole after 9 to 40 steps)
+gym.register("CartPoleNoVelocity20-v0", entry_point=CartPoleNoVelocity, max_episode_steps=20)
+
+
+class _Messages(list):
+    """The worker's queue to main, kept in a list: one (step, losses, episode) per rollout."""
+
+    def put(self, item):
+        self.append(item)
+
+    def cancel_join_thread(self):
+        pass
+
+
+def _recording(method, calls):
+    """Wrap ActorCritic.policy or .value to record each call: inputs, outputs and, for the update's value pass,
+    the values of the same steps computed one at a time from the same state, as acting computes them."""
+
+    def wrapper(self, obs, state):
+        out, new_state = method(self, obs, state)
+        record = dict(method=method.__name__, grad=torch.is_grad_enabled(), obs=obs.clone(), state=state.detach().clone(),
+                      state_requires_grad=state.requires_grad, new_state=new_state.detach().clone(),
+                      out=(out.logits if method.__name__ == "policy" else out).detach().clone())  # Categorical: log-probabilities
+        if method.__name__ == "value" and torch.is_grad_enabled():
+            with torch.no_grad():
+                stepwise, h = [], state
+                for o in obs:
+                    v, h = method(self, o[None], h)
+                    stepwise.append(v[0])
+            record["stepwise"] = torch.stack(stepwise)
+        calls.append(record)
+        return out, new_state
+
+    return wrapper
+
+
+def run_lstm_worker(module, total_timesteps=400, n_steps=8):
+    """Run `module.worker` in this process (rank 0, --lstm) on CartPoleNoVelocity20-v0; return (calls of the network's
+    policy and value in order, the messages the worker sent)."""
+    args = module.Args(env_id="CartPoleNoVelocity20-v0", lstm=True, hidden=(16,), n_steps=n_steps, total_timesteps=total_timesteps, seed=3)
+    torch.manual_seed(0)
+    agent = module.ActorCritic(2, 2, False, args.hidden, lstm=True)
+    calls, messages, threads = [], _Messages(), torch.get_num_threads()
+    patched = [(module.ActorCritic, "policy", _recording(module.ActorCritic.policy, calls)),
+               (module.ActorCritic, "value", _recording(module.ActorCritic.value, calls)),
+               (module.mp, "parent_process", lambda: type("Alive", (), {"is_alive": lambda self: True})()),
+               (module.signal, "signal", lambda *a: None)]  # leave pytest's Ctrl-C alone
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patched]
+    try:
+        for owner, name, value in patched:
+            setattr(owner, name, value)
+        module.worker(0, args, agent, module.SharedAdam(agent.parameters(), lr=1e-2), mp.Value("q", 0), mp.Value("b", 0, lock=False), messages)
+    finally:
+        for owner, name, value in saved:
+            setattr(owner, name, value)
+        torch.set_num_threads(threads)
+        torch.distributions.Distribution.set_default_validate_args(True)
+    return calls, messages
+
+
+def rollouts_of(calls):
+    """Split the calls into rollouts: the acting steps (policy, no gradient, one observation each), then the update's
+    policy pass and value pass over the rollout, then V(s_T) unless the rollout ended in a termination."""
+    rollouts = []
+    for call in calls:
+        if call["method"] == "policy" and not call["grad"]:
+            if not rollouts or "replay_value" in rollouts[-1]:
+                rollouts.append({"acting": []})
+            rollouts[-1]["acting"].append(call)
+        elif call["method"] == "policy":
+            rollouts[-1]["replay_policy"] = call
+        elif "replay_value" not in rollouts[-1]:
+            rollouts[-1]["replay_value"] = call
+        else:
+            rollouts[-1]["bootstrap"] = call
+    return rollouts
+
+
+def check_lstm_replay_and_state(module):
+    """With --lstm, across rollouts that end episodes (terminated and truncated) and rollouts that carry on: the update's
+    log-probabilities and values equal those of acting; its LSTM state is the one the rollout started with, detached;
+    that state is zero at an episode's start and the previous rollout's final state otherwise."""
+    calls, messages = run_lstm_worker(module)
+    rollouts = rollouts_of(calls)
+    assert len(rollouts) == len(messages) and all(len(r["acting"]) == len(r["replay_value"]["obs"]) for r in rollouts)
+    ends = {"terminated": 0, "truncated": 0, "carried": 0}
+    for i, rollout in enumerate(rollouts):
+        acting, policy, value = rollout["acting"], rollout["replay_policy"], rollout["replay_value"]
+        # the update's pass starts from the state the rollout started acting with, without its graph
+        torch.testing.assert_close(policy["state"], acting[0]["state"], rtol=0, atol=0)
+        assert not policy["state_requires_grad"] and not value["state_requires_grad"]
+        torch.testing.assert_close(policy["obs"], torch.cat([a["obs"] for a in acting]), rtol=0, atol=0)
+        # log-probabilities of every action, recomputed in one pass, against those computed while acting
+        torch.testing.assert_close(policy["out"], torch.cat([a["out"] for a in acting]), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(policy["new_state"], acting[-1]["new_state"], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(value["out"], value["stepwise"], rtol=1e-5, atol=1e-6)
+        if "bootstrap" in rollout:  # V(s_T) from the critic's state after the rollout
+            torch.testing.assert_close(rollout["bootstrap"]["state"], value["new_state"], rtol=0, atol=0)
+        if i == 0 or messages[i - 1][2] is not None:  # the first rollout of an episode starts from zero
+            assert not acting[0]["state"].any() and not value["state"].any(), i
+        else:  # carried over: the actor's state after the last action, the critic's after the last step (not after s_T)
+            ends["carried"] += 1
+            torch.testing.assert_close(acting[0]["state"], rollouts[i - 1]["replay_policy"]["new_state"], rtol=0, atol=0)
+            torch.testing.assert_close(value["state"], rollouts[i - 1]["replay_value"]["new_state"], rtol=0, atol=0)
+            assert acting[0]["state"].abs().min() > 0 and value["state"].abs().min() > 0
+        if messages[i][2] is not None:
+            ends["truncated" if "bootstrap" in rollout else "terminated"] += 1
+    assert min(ends.values()) >= 2, ends
+    return rollouts

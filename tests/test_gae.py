@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from conftest import REPO, assert_bad_input, assert_gaussian_matches_closed_form, interrupt_run, run_script
-from helpers_async import (check_fresh_gradients_on_every_update, command, check_shared_adam_matches_torch,
-                           check_spawned_process_advances_shared_adam, kill_a_worker, run_with_failing_env,
-                           wait_session_empty, write_test_envs)
+from helpers_async import (check_fresh_gradients_on_every_update, check_learns_inverted_pendulum, check_lstm_replay_and_state,
+                           command, check_shared_adam_matches_torch, check_spawned_process_advances_shared_adam,
+                           kill_a_worker, run_with_failing_env, wait_session_empty, write_test_envs)
 
 sys.path.insert(0, str(REPO))
 import gae  # noqa: E402
@@ -118,14 +118,11 @@ def test_learns_cartpole(tmp_path):
 
 
 def test_learns_inverted_pendulum(tmp_path):
-    proc, summary = run_script("gae.py", "--env-id", "InvertedPendulum-v5", "--n-workers", 4, "--total-timesteps", 300_000,
-                               cwd=tmp_path, timeout=1800)
-    assert proc.returncode == 0, proc.stderr
-    assert summary["solved"] and summary["target_return"] == 950 and summary["eval_return_mean"] >= 900, summary
-    model = torch.load(tmp_path / summary["model_path"], weights_only=True)["model"]
-    # the Gaussian's log-std was trained by the shared optimizer, and the observation statistics were saved
-    assert model["log_std"].shape == (1,) and model["log_std"].abs().item() > 1e-3
-    assert model["obs_count"].item() >= summary["solved_at_step"] / 2 and model["obs_var"].shape == (4,)
+    check_learns_inverted_pendulum("gae.py", tmp_path)
+
+
+def test_lstm_replays_rollouts_and_carries_state():
+    check_lstm_replay_and_state(gae)
 
 
 def test_env_without_threshold_runs_its_budget_under_spawn(tmp_path):
