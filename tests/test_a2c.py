@@ -146,13 +146,13 @@ def test_capture_video(trained, tmp_path):
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_same_seed_same_numbers(tmp_path, env_id):
-    args = ("--env-id", env_id, "--seed", 3, "--total-timesteps", 20_000, "--no-stop-at-target", "--eval-episodes", 2)
+    args = ("--env-id", env_id, "--seed", 3, "--total-timesteps", 8_000, "--no-stop-at-target", "--eval-episodes", 2)
     summaries = [run_script("a2c.py", *args, cwd=tmp_path / str(run))[1] for run in range(2)]
     for key in ("wall_time_s", "sps", "model_path", "solved_at_s"):
         for summary in summaries:
             summary.pop(key)
     assert summaries[0] == summaries[1]
-    assert summaries[0]["global_step"] >= 20_000 and summaries[0]["episodes"] > 0
+    assert summaries[0]["global_step"] >= 8_000 and summaries[0]["episodes"] > 0
 
 
 def test_no_reward_threshold_trains_its_budget_and_exits_0(tmp_path):
@@ -168,7 +168,7 @@ def test_no_reward_threshold_trains_its_budget_and_exits_0(tmp_path):
     assert not torch.equal(trained_model["critic.4.weight"], initial_model["critic.4.weight"])
 
 
-@pytest.mark.parametrize("args, words", [
+BAD_INPUT = [
     (("--env-id", "test_a2c:MultiDiscreteActions-v0"), ("MultiDiscrete",)),
     (("--env-id", "test_a2c:DictObservations-v0"), ("Dict", "flat Box")),
     (("--env-id", "test_a2c:ImageObservations-v0"), ("(64, 64, 3)", "flat Box")),
@@ -179,10 +179,25 @@ def test_no_reward_threshold_trains_its_budget_and_exits_0(tmp_path):
     (("--total-timesteps", 0), ("--total-timesteps",)),
     (("--gamma", 1.5), ("--gamma",)),
     (("--eval-checkpoint", "missing.pt"), ("missing.pt", "No such file")),
-])
-def test_bad_input_exits_2(tmp_path, args, words):
-    proc, _ = run_script("a2c.py", *args, cwd=tmp_path, timeout=60, env=WITH_TEST_ENVS)
-    assert_bad_input(proc, *words)
+]
+
+
+@pytest.mark.parametrize("args, words", BAD_INPUT)
+def test_bad_input_exits_2(tmp_path, monkeypatch, capsys, args, words):
+    """In this process (a subprocess per case would cost a second of imports each): SystemExit(2), one line."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["a2c.py", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        a2c.main()
+    assert exit_info.value.code == 2
+    stderr = capsys.readouterr().err
+    assert all(word in stderr for word in words) and len(stderr.strip().splitlines()) == 1, stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_input_exits_2_as_a_process(tmp_path):
+    proc, _ = run_script("a2c.py", *BAD_INPUT[0][0], cwd=tmp_path, timeout=60, env=WITH_TEST_ENVS)
+    assert_bad_input(proc, *BAD_INPUT[0][1])
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "runs").exists()
 
