@@ -47,14 +47,8 @@ def plot(runs, commands, machine, out):
             steps, values = mean100_by_step(run["training_episodes"])
             ax.plot(steps, values, color=f"C{index}", linewidth=0.8, label=command if i == 0 else None)
     ax.axhline(TARGET, color="gray", linewidth=0.8, linestyle=":")
-    ax.set_xlabel("environment steps (all workers)")
-    ax.set_ylabel("mean return of the last 100 episodes")
-    ax.set_title(f"CartPole-v1 without velocities: one line per seed; {machine}", fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "pomdp.png", dpi=110)
-    plt.close(fig)
+    suite.finish_figure(fig, ax, "environment steps (all workers)", f"CartPole-v1 without velocities: one line per seed; {machine}",
+                  out / "pomdp.png")
 
 
 def main():

@@ -163,14 +163,21 @@ def plot(runs, commands, envs, machine, out):
                         label=(PEER_NAME if command == PEER else command) if i == 0 else None)
         if SUITE[env_id][0] is not None:
             ax.axhline(SUITE[env_id][0], color="gray", linewidth=0.8, linestyle=":")
-        ax.set_xlabel("seconds from launch")
-        ax.set_ylabel("mean return of the last 100 episodes")
-        ax.set_title(f"{env_id}: one line per seed; {machine}", fontsize=8)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / f"{env_id}.png", dpi=110)
-        plt.close(fig)
+        finish_figure(fig, ax, "seconds from launch", f"{env_id}: one line per seed; {machine}", out / f"{env_id}.png")
+
+
+def finish_figure(fig, ax, xlabel, title, path):
+    """Label a figure of mean-100 returns, save it to `path` and close it."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("mean return of the last 100 episodes")
+    ax.set_title(title, fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main():
