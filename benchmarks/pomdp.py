@@ -47,8 +47,8 @@ def plot(runs, commands, machine, out):
             steps, values = mean100_by_step(run["training_episodes"])
             ax.plot(steps, values, color=f"C{index}", linewidth=0.8, label=command if i == 0 else None)
     ax.axhline(TARGET, color="gray", linewidth=0.8, linestyle=":")
-    suite.finish_figure(fig, ax, "environment steps (all workers)", f"CartPole-v1 without velocities: one line per seed; {machine}",
-                  out / "pomdp.png")
+    title = f"CartPole-v1 without velocities: one line per seed; {machine}"
+    suite.finish_figure(fig, ax, "environment steps (all workers)", title, out / "pomdp.png")
 
 
 def main():
