@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -35,6 +36,16 @@ def assert_bad_input(proc, *words):
     assert "Traceback" not in proc.stderr, proc.stderr
     for word in words:
         assert word in proc.stderr, (word, proc.stderr)
+
+
+def run_main_in_process(module, monkeypatch, capsys, cwd, *args):
+    """`module.main()` with these arguments in this process (a subprocess would spend seconds on imports), for the
+    errors caught before anything starts; return what a subprocess would: returncode, stdout, stderr."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [os.path.basename(module.__file__), *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        module.main()
+    return SimpleNamespace(returncode=exit_info.value.code, **dict(zip(("stdout", "stderr"), capsys.readouterr())))
 
 
 @pytest.fixture
@@ -102,25 +113,6 @@ def assert_vector_nstep_returns_match_brute_force(nstep_returns):
     bootstrap = torch.tensor(final_values) * (truncated_t & ~terminated_t)
     returns = nstep_returns(torch.tensor(rewards), terminated_t | truncated_t, bootstrap, torch.tensor(last_values), gamma)
     torch.testing.assert_close(returns, torch.tensor(expected))
-
-
-def assert_adam_matches_torch_optim_adam(adam_class, make_model):
-    """A script's written-out Adam gives the same parameters as torch.optim.Adam, bit for bit, over 20 steps."""
-    torch.manual_seed(0)
-    ours, reference = make_model(), make_model()
-    reference.load_state_dict(ours.state_dict())
-    initial = {name: param.clone() for name, param in ours.state_dict().items()}
-    optimizers = [adam_class(ours.parameters(), lr=3e-3), torch.optim.Adam(reference.parameters(), lr=3e-3)]
-    for _ in range(20):
-        obs = torch.randn(32, 4)
-        for model, optimizer in zip((ours, reference), optimizers):
-            model.zero_grad()
-            logits, values = model(obs)
-            (logits.logsumexp(-1) + values.pow(2)).mean().backward()
-            optimizer.step()
-    for name, param in ours.state_dict().items():
-        assert not torch.equal(param, initial[name]), name  # it trained
-        assert torch.equal(param, reference.state_dict()[name]), name  # the same operations in the same order
 
 
 def assert_gaussian_matches_closed_form(gaussian):

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import gymnasium as gym
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -187,6 +188,19 @@ def kill_a_worker(script, tmp_path):
     worker = int(open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()[0])
     os.kill(worker, signal.SIGKILL)
     return proc, finish_run(proc, timeout=120)
+
+
+def check_runs_budget_without_threshold_under_spawn(script, tmp_path):
+    """An env without a reward threshold trains to the budget and exits 0, under spawn too (the workers re-import
+    the env's module, as under forkserver)."""
+    if "spawn" not in mp.get_all_start_methods():
+        pytest.skip("spawn is not available here")
+    args = "--env-id", "test_envs:CartPoleNoThreshold-v0", "--n-workers", 2, "--total-timesteps", 3000
+    proc, summary = run_script(script, cwd=tmp_path, timeout=600, env=write_test_envs(tmp_path),
+                               command=command(script, *args, start_method="spawn"))
+    assert proc.returncode == 0, proc.stderr
+    assert summary["target_return"] is None and not summary["solved"] and summary["global_step"] >= 3000, summary
+    assert summary["episodes"] > 0 and (tmp_path / summary["model_path"]).exists()
 
 
 def check_learns_inverted_pendulum(script, tmp_path):

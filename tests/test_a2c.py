@@ -13,7 +13,7 @@ import pytest
 import torch
 from gymnasium.envs.classic_control import CartPoleEnv, PendulumEnv
 
-from conftest import REPO, assert_bad_input, assert_gaussian_matches_closed_form, assert_vector_nstep_returns_match_brute_force, interrupt_run, run_script
+from conftest import REPO, assert_bad_input, assert_gaussian_matches_closed_form, assert_vector_nstep_returns_match_brute_force, interrupt_run, run_main_in_process, run_script
 
 sys.path.insert(0, str(REPO))
 import a2c  # noqa: E402  (importing a script has no side effects)
@@ -146,13 +146,13 @@ def test_capture_video(trained, tmp_path):
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_same_seed_same_numbers(tmp_path, env_id):
-    args = ("--env-id", env_id, "--seed", 3, "--total-timesteps", 8_000, "--no-stop-at-target", "--eval-episodes", 2)
+    args = ("--env-id", env_id, "--seed", 3, "--total-timesteps", 4_000, "--no-stop-at-target", "--eval-episodes", 2)
     summaries = [run_script("a2c.py", *args, cwd=tmp_path / str(run))[1] for run in range(2)]
     for key in ("wall_time_s", "sps", "model_path", "solved_at_s"):
         for summary in summaries:
             summary.pop(key)
     assert summaries[0] == summaries[1]
-    assert summaries[0]["global_step"] >= 8_000 and summaries[0]["episodes"] > 0
+    assert summaries[0]["global_step"] >= 4_000 and summaries[0]["episodes"] > 0
 
 
 def test_no_reward_threshold_trains_its_budget_and_exits_0(tmp_path):
@@ -184,14 +184,9 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize("args, words", BAD_INPUT)
 def test_bad_input_exits_2(tmp_path, monkeypatch, capsys, args, words):
-    """In this process (a subprocess per case would cost a second of imports each): SystemExit(2), one line."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["a2c.py", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        a2c.main()
-    assert exit_info.value.code == 2
-    stderr = capsys.readouterr().err
-    assert all(word in stderr for word in words) and len(stderr.strip().splitlines()) == 1, stderr
+    proc = run_main_in_process(a2c, monkeypatch, capsys, tmp_path, *args)
+    assert_bad_input(proc, *words)
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "runs").exists()
 
 

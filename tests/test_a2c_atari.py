@@ -4,13 +4,12 @@ everything, continues), Ctrl-C, and bad input."""
 import json
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, assert_bad_input, assert_vector_nstep_returns_match_brute_force, interrupt_run, run_script
+from conftest import REPO, assert_bad_input, assert_vector_nstep_returns_match_brute_force, interrupt_run, run_main_in_process, run_script
 
 sys.path.insert(0, str(REPO))
 import a2c_atari  # noqa: E402  (importing a script has no side effects)
@@ -176,15 +175,6 @@ def test_not_an_atari_game_exits_2_with_one_line(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def run_in_process(monkeypatch, capsys, tmp_path, *args):
-    """main() with these arguments in this process (no interpreter to start); the exit as a process."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["a2c_atari.py", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        a2c_atari.main()
-    return SimpleNamespace(returncode=exit_info.value.code, **dict(zip(("stdout", "stderr"), capsys.readouterr())))
-
-
 @pytest.mark.parametrize(
     "args, words",
     [
@@ -196,13 +186,13 @@ def run_in_process(monkeypatch, capsys, tmp_path, *args):
     ],
 )
 def test_bad_input_exits_2_with_one_line(monkeypatch, capsys, tmp_path, args, words):
-    assert_bad_input(run_in_process(monkeypatch, capsys, tmp_path, *args), *words)
+    assert_bad_input(run_main_in_process(a2c_atari, monkeypatch, capsys, tmp_path, *args), *words)
     assert not (tmp_path / "runs").exists()
 
 
 def test_checkpoint_of_another_script_or_game_is_refused(monkeypatch, capsys, tmp_path):
     torch.save({"script": "a2c.py", "model": {}, "args": {"env_id": "CartPole-v1"}}, tmp_path / "a2c.pt")
-    assert_bad_input(run_in_process(monkeypatch, capsys, tmp_path, "--resume", "a2c.pt"), "a2c.pt", "a2c_atari.py")
+    assert_bad_input(run_main_in_process(a2c_atari, monkeypatch, capsys, tmp_path, "--resume", "a2c.pt"), "a2c.pt", "a2c_atari.py")
     torch.save({"script": "a2c_atari.py", "model": {}, "args": {"env_id": "BreakoutNoFrameskip-v4"}}, tmp_path / "breakout.pt")
-    proc = run_in_process(monkeypatch, capsys, tmp_path, "--eval-checkpoint", "breakout.pt")
+    proc = run_main_in_process(a2c_atari, monkeypatch, capsys, tmp_path, "--eval-checkpoint", "breakout.pt")
     assert_bad_input(proc, "breakout.pt", "BreakoutNoFrameskip-v4")

@@ -1,6 +1,5 @@
 """a3c.py: the math, the shared optimizer across processes, and the script run as a user runs it."""
 import importlib.util
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -9,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, assert_bad_input, assert_gaussian_matches_closed_form, interrupt_run, run_script
+from conftest import REPO, assert_bad_input, assert_gaussian_matches_closed_form, interrupt_run, run_main_in_process, run_script
 from helpers_async import (check_fresh_gradients_on_every_update, check_learns_inverted_pendulum, check_lstm_replay_and_state,
-                           command, check_shared_adam_matches_torch, check_spawned_process_advances_shared_adam,
-                           kill_a_worker, run_with_failing_env, wait_session_empty, write_test_envs)
+                           check_runs_budget_without_threshold_under_spawn, check_shared_adam_matches_torch,
+                           check_spawned_process_advances_shared_adam, kill_a_worker, run_with_failing_env, wait_session_empty)
 
 sys.path.insert(0, str(REPO))
 import a3c  # noqa: E402
@@ -112,14 +111,7 @@ def test_lstm_learns_cartpole_without_velocities(tmp_path):
 
 
 def test_env_without_threshold_runs_its_budget_under_spawn(tmp_path):
-    """Under spawn too (the workers re-import the env's module, as under forkserver): trains to the budget, exit 0."""
-    if "spawn" not in multiprocessing.get_all_start_methods():
-        pytest.skip("spawn is not available here")
-    args = "--env-id", "test_envs:CartPoleNoThreshold-v0", "--n-workers", 2, "--total-timesteps", 3000
-    proc, summary = run_script("a3c.py", cwd=tmp_path, timeout=600, env=write_test_envs(tmp_path), command=command("a3c.py", *args, start_method="spawn"))
-    assert proc.returncode == 0, proc.stderr
-    assert summary["target_return"] is None and not summary["solved"] and summary["global_step"] >= 3000, summary
-    assert summary["episodes"] > 0 and (tmp_path / summary["model_path"]).exists()
+    check_runs_budget_without_threshold_under_spawn("a3c.py", tmp_path)
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
@@ -152,7 +144,7 @@ def test_ctrl_c_saves_and_exits_130(tmp_path):
     assert wait_session_empty(proc.pid) == []  # the workers stopped too
 
 
-@pytest.mark.parametrize("args, words", [
+BAD_INPUT = [
     (["--env-id", "NoSuchEnv-v0"], ["NoSuchEnv-v0"]),
     (["--env-id", "Blackjack-v1"], ["Blackjack-v1", "flat Box"]),
     (["--env-id", "CarRacing-v3"], ["CarRacing-v3", "flat Box"]),
@@ -160,12 +152,21 @@ def test_ctrl_c_saves_and_exits_130(tmp_path):
     (["--n-steps", "-5"], ["--n-steps"]),
     (["--gamma", "1.5"], ["--gamma"]),
     (["--eval-checkpoint", "missing.pt"], ["missing.pt"]),
-])
-def test_bad_input_exits_2(tmp_path, args, words):
-    proc, _ = run_script("a3c.py", *args, cwd=tmp_path, timeout=300)
+]
+
+
+@pytest.mark.parametrize("args, words", BAD_INPUT)
+def test_bad_input_exits_2(tmp_path, monkeypatch, capsys, args, words):
+    proc = run_main_in_process(a3c, monkeypatch, capsys, tmp_path, *args)
     assert_bad_input(proc, "error:", *words)
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_bad_input_exits_2_as_a_process(tmp_path):
+    proc, _ = run_script("a3c.py", *BAD_INPUT[0][0], cwd=tmp_path, timeout=300)
+    assert_bad_input(proc, "error:", *BAD_INPUT[0][1])
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_capture_video_without_moviepy_exits_2(tmp_path):
@@ -177,7 +178,7 @@ def test_capture_video_without_moviepy_exits_2(tmp_path):
 
 
 @pytest.mark.parametrize("script, env_id, words", [("a2c.py", "CartPole-v1", ["other.pt", "not an a3c.py checkpoint"]), ("a3c.py", "Acrobot-v1", ["Acrobot-v1"])])
-def test_foreign_checkpoint_exits_2(tmp_path, script, env_id, words):
+def test_foreign_checkpoint_exits_2(tmp_path, monkeypatch, capsys, script, env_id, words):
     torch.save({"script": script, "model": {}, "args": {"env_id": env_id}}, tmp_path / "other.pt")
-    proc, _ = run_script("a3c.py", "--eval-checkpoint", "other.pt", cwd=tmp_path, timeout=300)
+    proc = run_main_in_process(a3c, monkeypatch, capsys, tmp_path, "--eval-checkpoint", "other.pt")
     assert_bad_input(proc, "error:", *words)

@@ -19,7 +19,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from gymnasium.envs.classic_control import CartPoleEnv, PendulumEnv
 
-from conftest import REPO, assert_bad_input, assert_gaussian_matches_closed_form, brute_force_returns, interrupt_run, read_summary, run_script
+from conftest import REPO, assert_bad_input, assert_gaussian_matches_closed_form, brute_force_returns, interrupt_run, read_summary, run_main_in_process, run_script
 
 sys.path.insert(0, str(REPO))
 import da2c_nstep as da2c  # noqa: E402  (importing a script has no side effects)
@@ -279,7 +279,7 @@ def test_ctrl_c_saves_and_exits_130(tmp_path):
     assert time.time() - saved < 20  # the run ended once saved, not after torch's launcher's 30 s shutdown timeout
 
 
-@pytest.mark.parametrize("args, words", [
+BAD_INPUT = [
     (["--env-id", "NoSuchEnv-v0"], ["NoSuchEnv-v0"]),
     (["--env-id", "test_da2c_nstep:UnboundedPendulum-v0"], ["not supported", "finite bounds"]),
     (["--env-id", "Blackjack-v1"], ["Blackjack-v1", "flat Box"]),
@@ -288,19 +288,28 @@ def test_ctrl_c_saves_and_exits_130(tmp_path):
     (["--total-timesteps", "0"], ["--total-timesteps"]),
     (["--gamma", "1.5"], ["--gamma"]),
     (["--eval-checkpoint", "missing.pt"], ["missing.pt", "No such file"]),
-])
-def test_bad_input_exits_2_without_a_run_directory(tmp_path, args, words):
-    proc, _ = run_script(SCRIPT, *args, cwd=tmp_path, timeout=60, env=WITH_TEST_ENVS)
+]
+
+
+@pytest.mark.parametrize("args, words", BAD_INPUT)
+def test_bad_input_exits_2_without_a_run_directory(tmp_path, monkeypatch, capsys, args, words):
+    proc = run_main_in_process(da2c, monkeypatch, capsys, tmp_path, *args)
     assert_bad_input(proc, "error:", *words)
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_bad_input_exits_2_as_a_process(tmp_path):
+    proc, _ = run_script(SCRIPT, *BAD_INPUT[1][0], cwd=tmp_path, timeout=60, env=WITH_TEST_ENVS)
+    assert_bad_input(proc, "error:", *BAD_INPUT[1][1])
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 @pytest.mark.parametrize("checkpoint, words", [
     ({"script": "a2c.py", "model": {}, "args": {"env_id": "CartPole-v1"}}, ["not a da2c_nstep.py checkpoint"]),
     ({"script": "da2c_nstep.py", "model": {}, "args": {"env_id": "Acrobot-v1"}}, ["Acrobot-v1"]),
 ])
-def test_foreign_checkpoint_exits_2(tmp_path, checkpoint, words):
+def test_foreign_checkpoint_exits_2(tmp_path, monkeypatch, capsys, checkpoint, words):
     torch.save(checkpoint, tmp_path / "other.pt")
-    proc, _ = run_script(SCRIPT, "--eval-checkpoint", tmp_path / "other.pt", cwd=tmp_path, timeout=60)
+    proc = run_main_in_process(da2c, monkeypatch, capsys, tmp_path, "--eval-checkpoint", tmp_path / "other.pt")
     assert_bad_input(proc, "error:", *words)

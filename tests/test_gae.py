@@ -1,15 +1,14 @@
 """gae.py: GAE against brute force, the shared optimizer across processes, and the script run as a user runs it."""
-import multiprocessing
 import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, assert_bad_input, assert_gaussian_matches_closed_form, interrupt_run, run_script
+from conftest import REPO, assert_bad_input, assert_gaussian_matches_closed_form, interrupt_run, run_main_in_process, run_script
 from helpers_async import (check_fresh_gradients_on_every_update, check_learns_inverted_pendulum, check_lstm_replay_and_state,
-                           command, check_shared_adam_matches_torch, check_spawned_process_advances_shared_adam,
-                           kill_a_worker, run_with_failing_env, wait_session_empty, write_test_envs)
+                           check_runs_budget_without_threshold_under_spawn, check_shared_adam_matches_torch,
+                           check_spawned_process_advances_shared_adam, kill_a_worker, run_with_failing_env, wait_session_empty)
 
 sys.path.insert(0, str(REPO))
 import gae  # noqa: E402
@@ -126,13 +125,7 @@ def test_lstm_replays_rollouts_and_carries_state():
 
 
 def test_env_without_threshold_runs_its_budget_under_spawn(tmp_path):
-    if "spawn" not in multiprocessing.get_all_start_methods():
-        pytest.skip("spawn is not available here")
-    args = "--env-id", "test_envs:CartPoleNoThreshold-v0", "--n-workers", 2, "--total-timesteps", 3000
-    proc, summary = run_script("gae.py", cwd=tmp_path, timeout=600, env=write_test_envs(tmp_path), command=command("gae.py", *args, start_method="spawn"))
-    assert proc.returncode == 0, proc.stderr
-    assert summary["target_return"] is None and not summary["solved"] and summary["global_step"] >= 3000, summary
-    assert summary["episodes"] > 0 and (tmp_path / summary["model_path"]).exists()
+    check_runs_budget_without_threshold_under_spawn("gae.py", tmp_path)
 
 
 @linux_only
@@ -161,22 +154,31 @@ def test_ctrl_c_saves_and_exits_130(tmp_path):
     assert wait_session_empty(proc.pid) == []
 
 
-@pytest.mark.parametrize("args, words", [
+BAD_INPUT = [
     (["--gae-lambda", "1.5"], ["--gae-lambda"]),
     (["--gae-lambda", "-0.1"], ["--gae-lambda"]),
     (["--env-id", "Blackjack-v1"], ["flat Box", "gae.py"]),
     (["--n-steps", "0"], ["--n-steps"]),
     (["--gamma", "0"], ["--gamma"]),
     (["--eval-checkpoint", "missing.pt"], ["missing.pt"]),
-])
-def test_bad_input_exits_2(tmp_path, args, words):
-    proc, _ = run_script("gae.py", *args, cwd=tmp_path, timeout=300)
+]
+
+
+@pytest.mark.parametrize("args, words", BAD_INPUT)
+def test_bad_input_exits_2(tmp_path, monkeypatch, capsys, args, words):
+    proc = run_main_in_process(gae, monkeypatch, capsys, tmp_path, *args)
     assert_bad_input(proc, "error:", *words)
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "runs").exists()
 
 
-def test_a3c_checkpoint_exits_2(tmp_path):
+def test_bad_input_exits_2_as_a_process(tmp_path):
+    proc, _ = run_script("gae.py", *BAD_INPUT[0][0], cwd=tmp_path, timeout=300)
+    assert_bad_input(proc, "error:", *BAD_INPUT[0][1])
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a3c_checkpoint_exits_2(tmp_path, monkeypatch, capsys):
     torch.save({"script": "a3c.py", "model": {}, "args": {"env_id": "CartPole-v1"}}, tmp_path / "a3c.pt")
-    proc, _ = run_script("gae.py", "--eval-checkpoint", "a3c.pt", cwd=tmp_path, timeout=300)
+    proc = run_main_in_process(gae, monkeypatch, capsys, tmp_path, "--eval-checkpoint", "a3c.pt")
     assert_bad_input(proc, "error:", "a3c.pt", "not a gae.py checkpoint")
