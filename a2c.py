@@ -84,7 +84,7 @@ class Args:
 
     # the values that None stands for above, one set per kind of action space
     KIND_DEFAULTS: ClassVar[dict] = {
-        "Discrete": dict(n_envs=32, n_steps=5, learning_rate=2e-3, gamma=0.99, ent_coef=0.0, vf_coef=0.1),
+        "Discrete": dict(n_envs=32, n_steps=5, learning_rate=3e-3, gamma=0.99, ent_coef=0.0, vf_coef=0.1),
         "Box": dict(n_envs=16, n_steps=5, learning_rate=1e-3, gamma=0.9, ent_coef=0.0, vf_coef=0.5),
     }
 
