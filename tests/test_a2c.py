@@ -92,7 +92,8 @@ def test_trains_on_the_unclipped_sample_and_sends_the_clipped_one(tmp_path, monk
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("a2c_train")
-    proc, summary = run_script("a2c.py", "--seed", 1, cwd=cwd)
+    # a2c.py is deterministic: seed 2 reaches 475 at 90,752 steps, seed 1 at 143,424 (both greedy 500; docs/a2c.md)
+    proc, summary = run_script("a2c.py", "--seed", 2, cwd=cwd)
     return cwd, proc, summary
 
 
