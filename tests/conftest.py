@@ -33,7 +33,7 @@ def read_summary(cwd):
 def assert_bad_input(proc, *words):
     """A user error: exit 2, one line on stderr naming the problem, no traceback."""
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     for word in words:
         assert word in proc.stderr, (word, proc.stderr)
 

@@ -187,14 +187,12 @@ BAD_INPUT = [
 def test_bad_input_exits_2(tmp_path, monkeypatch, capsys, args, words):
     proc = run_main_in_process(a2c, monkeypatch, capsys, tmp_path, *args)
     assert_bad_input(proc, *words)
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "runs").exists()
 
 
 def test_bad_input_exits_2_as_a_process(tmp_path):
     proc, _ = run_script("a2c.py", *BAD_INPUT[0][0], cwd=tmp_path, timeout=60, env=WITH_TEST_ENVS)
     assert_bad_input(proc, *BAD_INPUT[0][1])
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "runs").exists()
 
 

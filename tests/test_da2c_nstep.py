@@ -295,14 +295,12 @@ BAD_INPUT = [
 def test_bad_input_exits_2_without_a_run_directory(tmp_path, monkeypatch, capsys, args, words):
     proc = run_main_in_process(da2c, monkeypatch, capsys, tmp_path, *args)
     assert_bad_input(proc, "error:", *words)
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "runs").exists()
 
 
 def test_bad_input_exits_2_as_a_process(tmp_path):
     proc, _ = run_script(SCRIPT, *BAD_INPUT[1][0], cwd=tmp_path, timeout=60, env=WITH_TEST_ENVS)
     assert_bad_input(proc, "error:", *BAD_INPUT[1][1])
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 @pytest.mark.parametrize("checkpoint, words", [

@@ -168,14 +168,12 @@ BAD_INPUT = [
 def test_bad_input_exits_2(tmp_path, monkeypatch, capsys, args, words):
     proc = run_main_in_process(gae, monkeypatch, capsys, tmp_path, *args)
     assert_bad_input(proc, "error:", *words)
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "runs").exists()
 
 
 def test_bad_input_exits_2_as_a_process(tmp_path):
     proc, _ = run_script("gae.py", *BAD_INPUT[0][0], cwd=tmp_path, timeout=300)
     assert_bad_input(proc, "error:", *BAD_INPUT[0][1])
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_a3c_checkpoint_exits_2(tmp_path, monkeypatch, capsys):
