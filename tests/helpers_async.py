@@ -205,7 +205,7 @@ def check_runs_budget_without_threshold_under_spawn(script, tmp_path):
 
 def check_learns_inverted_pendulum(script, tmp_path):
     """The Gaussian policy solves InvertedPendulum-v5; its trained log-std and observation statistics are saved."""
-    proc, summary = run_script(script, "--env-id", "InvertedPendulum-v5", "--n-workers", 4, "--total-timesteps", 300_000,
+    proc, summary = run_script(script, "--env-id", "InvertedPendulum-v5", "--n-workers", 2, "--total-timesteps", 300_000,
                                "--eval-episodes", 3, cwd=tmp_path, timeout=1800)
     assert proc.returncode == 0, proc.stderr
     assert summary["solved"] and summary["target_return"] == 950 and summary["eval_return_mean"] >= 900, summary

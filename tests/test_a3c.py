@@ -55,7 +55,8 @@ def test_gradients_reach_shared_model_fresh_on_every_update():
 
 
 def test_learns_cartpole(tmp_path):
-    proc, summary = run_script("a3c.py", "--n-workers", 4, cwd=tmp_path, timeout=1800)
+    # two workers, one per core of a 2-core CI machine: still Hogwild, and fewer steps and seconds than 4 or 8 there
+    proc, summary = run_script("a3c.py", "--n-workers", 2, cwd=tmp_path, timeout=1800)
     assert proc.returncode == 0, proc.stderr
     # solved: the mean of 100 consecutive training episodes reached 475 (episodes that the workers finish
     # after the stop signal still count towards train_return_mean100, so it may end a little lower)
@@ -74,12 +75,12 @@ def test_learns_cartpole(tmp_path):
 
     # the saved checkpoint evaluates alone, without training (and records its episodes where moviepy is installed)
     video = importlib.util.find_spec("moviepy") is not None
-    proc = subprocess.run([sys.executable, str(REPO / "a3c.py"), "--eval-checkpoint", summary["model_path"], "--eval-episodes", "2",
+    proc = subprocess.run([sys.executable, str(REPO / "a3c.py"), "--eval-checkpoint", summary["model_path"], "--eval-episodes", "1",
                            *(["--capture-video"] if video else [])], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith(f"evaluated {summary['model_path']}: return ") and "over 2 episodes" in proc.stdout
+    assert proc.stdout.startswith(f"evaluated {summary['model_path']}: return ") and "over 1 episodes" in proc.stdout
     if video:
-        assert len(list((tmp_path / summary["model_path"]).parent.glob("videos/*.mp4"))) == 2
+        assert len(list((tmp_path / summary["model_path"]).parent.glob("videos/*.mp4"))) == 1
 
 
 def test_learns_inverted_pendulum(tmp_path):
@@ -95,7 +96,7 @@ def test_lstm_learns_cartpole_without_velocities(tmp_path):
     greedy policy near 40 (docs/a3c.md). gae.py runs the same recurrent worker, network and evaluation (its replay test
     checks them), so it is not run too."""
     env_id = "tests.pomdp_cartpole:CartPoleNoVelocity-v0"
-    proc, summary = run_script("a3c.py", "--lstm", "--env-id", env_id, "--n-workers", 4, "--target-return", 200,
+    proc, summary = run_script("a3c.py", "--lstm", "--env-id", env_id, "--n-workers", 2, "--target-return", 200,
                                "--total-timesteps", 200_000, cwd=tmp_path, timeout=1800)
     assert proc.returncode == 0, proc.stderr
     assert summary["solved"] and summary["eval_return_mean"] >= 120, summary  # greedy, the LSTM state carried through
