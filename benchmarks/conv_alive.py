@@ -31,12 +31,13 @@ def main():
     args = parser.parse_args()
     run_args = tyro.cli(a2c_atari.Args, args=args.script_args)
     steps_per_update = run_args.n_envs * run_args.n_steps
-    positive, seen, updates = [0.0], [0], [0]
+    positive, seen, updates = 0, 0, 0
     log = open(args.log, "a")
 
     def record(module, inputs, output):
-        positive[0] += (output > 0).sum().item()
-        seen[0] += output.numel()
+        nonlocal positive, seen
+        positive += (output > 0).sum().item()
+        seen += output.numel()
 
     class HookedActorCritic(a2c_atari.ActorCritic):
         def __init__(self, n_actions):
@@ -44,10 +45,11 @@ def main():
             self.body[1].register_forward_hook(record)
 
     def after_update(optimizer, *_):
-        updates[0] += 1
-        if updates[0] % args.every == 0:  # a resumed run counts its steps from the resume
-            print(f"{updates[0] * steps_per_update}\t{positive[0] / seen[0]:.4f}", file=log, flush=True)
-            positive[0], seen[0] = 0.0, 0
+        nonlocal positive, seen, updates
+        updates += 1
+        if updates % args.every == 0:  # a resumed run counts its steps from the resume
+            print(f"{updates * steps_per_update}\t{positive / seen:.4f}", file=log, flush=True)
+            positive, seen = 0, 0
 
     adam = torch.optim.Adam
 
