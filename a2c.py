@@ -59,10 +59,10 @@ class Args:
     """steps per environment in each rollout, the n of the n-step return (None: KIND_DEFAULTS)"""
     learning_rate: Optional[float] = None
     """Adam learning rate (None: KIND_DEFAULTS)"""
-    gamma: Optional[float] = None
-    """discount factor, in (0, 1] (None: KIND_DEFAULTS)"""
-    ent_coef: Optional[float] = None
-    """coefficient of the entropy bonus (None: KIND_DEFAULTS)"""
+    gamma: float = 0.99
+    """discount factor, in (0, 1]"""
+    ent_coef: float = 0.0
+    """coefficient of the entropy bonus"""
     vf_coef: Optional[float] = None
     """coefficient of the value loss (None: KIND_DEFAULTS)"""
     max_grad_norm: float = 0.5
@@ -84,8 +84,8 @@ class Args:
 
     # the values that None stands for above, one set per kind of action space
     KIND_DEFAULTS: ClassVar[dict] = {
-        "Discrete": dict(n_envs=32, n_steps=5, learning_rate=3e-3, gamma=0.99, ent_coef=0.0, vf_coef=0.1),
-        "Box": dict(n_envs=16, n_steps=5, learning_rate=1e-3, gamma=0.9, ent_coef=0.0, vf_coef=0.5),
+        "Discrete": dict(n_envs=32, n_steps=5, learning_rate=3e-3, vf_coef=0.1),
+        "Box": dict(n_envs=8, n_steps=16, learning_rate=1e-3, vf_coef=0.5),
     }
 
 
