@@ -77,14 +77,14 @@ class Args:
     """environment steps of all ranks together"""
     n_workers: int = 2
     """local ranks to start; ignored under torchrun"""
-    n_envs: int = 8
-    """environments each rank steps"""
-    n_steps: int = 10
-    """steps per environment per update, the n of n-step returns"""
+    n_envs: int | None = None
+    """environments each rank steps (None: 8 for Discrete actions, 4 for Box actions)"""
+    n_steps: int | None = None
+    """steps per environment per update, the n of n-step returns (None: 10 for Discrete actions, 16 for Box actions)"""
     learning_rate: float | None = None
     """Adam learning rate (None: 3e-3 for Discrete actions, 1e-3 for Box actions)"""
-    gamma: float | None = None
-    """discount factor (None: 0.99 for Discrete actions, 0.9 for Box actions)"""
+    gamma: float = 0.99
+    """discount factor"""
     ent_coef: float = 0.0
     """entropy bonus coefficient"""
     vf_coef: float = 0.1
@@ -180,8 +180,8 @@ def validate(args):
         fail(f"{args.env_id}: action space {space} is not supported (Discrete, or a 1-D Box with finite bounds)")
     if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
         fail(f"{args.env_id} has observations {env.observation_space}; da2c_nstep.py needs a flat Box")
-    args.learning_rate = (1e-3 if bounded_box else 3e-3) if args.learning_rate is None else args.learning_rate
-    args.gamma = (0.9 if bounded_box else 0.99) if args.gamma is None else args.gamma  # Pendulum-v1 needs the short horizon
+    kind_defaults = dict(learning_rate=(1e-3, 3e-3), n_envs=(4, 8), n_steps=(16, 10))  # (Box, Discrete)
+    vars(args).update({name: pair[0 if bounded_box else 1] for name, pair in kind_defaults.items() if getattr(args, name) is None})
     for name in ("total_timesteps", "n_workers", "n_envs", "n_steps", "eval_episodes", "learning_rate", "max_grad_norm", "timeout_s"):
         if getattr(args, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
