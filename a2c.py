@@ -28,6 +28,7 @@ processes, `a2c_atari.py` learns from Atari pixels. Defaults: one set per kind o
 import importlib.util
 import json
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -265,58 +266,57 @@ def main():
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
 
-    global_step, solved_at_step, solved_at_s, last_print, interrupted = 0, None, None, start_time, False
+    global_step, solved_at_step, solved_at_s, last_print, interrupted = 0, None, None, start_time, []
     recent_returns = episode_statistics.return_queue  # returns of the last 100 finished training episodes
-    try:
-        while global_step < args.total_timesteps:
-            rollout = []
-            with torch.no_grad():  # acting records no graph: the update below takes one batched pass
-                for _ in range(args.n_steps):
-                    action, env_action = model.act(next_obs)
-                    obs, reward, terminated, truncated, info = envs.step(env_action.numpy())
-                    global_step += args.n_envs
-                    # a truncated episode continues beyond the time limit: bootstrap from V(final_obs)
-                    bootstrap = torch.zeros(args.n_envs)
-                    cut_short = truncated & ~terminated
-                    if cut_short.any():
-                        bootstrap[cut_short] = model.value(torch.as_tensor(np.stack(info["final_obs"][cut_short])))
-                    rollout.append((next_obs, action, torch.as_tensor(reward), torch.as_tensor(terminated | truncated), bootstrap))
-                    next_obs = torch.as_tensor(obs)
-                    model.obs_rms.update(next_obs)
+    # Ctrl-C sets a flag the loop reads: a KeyboardInterrupt raised wherever it lands could cut an update in half
+    signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    while global_step < args.total_timesteps and not interrupted:
+        rollout = []
+        with torch.no_grad():  # acting records no graph: the update below takes one batched pass
+            for _ in range(args.n_steps):
+                action, env_action = model.act(next_obs)
+                obs, reward, terminated, truncated, info = envs.step(env_action.numpy())
+                global_step += args.n_envs
+                # a truncated episode continues beyond the time limit: bootstrap from V(final_obs)
+                bootstrap = torch.zeros(args.n_envs)
+                cut_short = truncated & ~terminated
+                if cut_short.any():
+                    bootstrap[cut_short] = model.value(torch.as_tensor(np.stack(info["final_obs"][cut_short])))
+                rollout.append((next_obs, action, torch.as_tensor(reward), torch.as_tensor(terminated | truncated), bootstrap))
+                next_obs = torch.as_tensor(obs)
+                model.obs_rms.update(next_obs)
 
-                    for i in np.flatnonzero(info.get("_episode", [])):
-                        writer.add_scalar("charts/episodic_return", info["episode"]["r"][i], global_step)
-                        writer.add_scalar("charts/episodic_length", info["episode"]["l"][i], global_step)
-                    if (solved_at_step is None and args.target_return is not None and len(recent_returns) == 100
-                            and np.mean(recent_returns) >= args.target_return):
-                        solved_at_step, solved_at_s = global_step, time.time() - start_time
-                last_value = model.value(next_obs)
+                for i in np.flatnonzero(info.get("_episode", [])):
+                    writer.add_scalar("charts/episodic_return", info["episode"]["r"][i], global_step)
+                    writer.add_scalar("charts/episodic_length", info["episode"]["l"][i], global_step)
+                if (solved_at_step is None and args.target_return is not None and len(recent_returns) == 100
+                        and np.mean(recent_returns) >= args.target_return):
+                    solved_at_step, solved_at_s = global_step, time.time() - start_time
+            last_value = model.value(next_obs)
 
-            if args.stop_at_target and solved_at_step is not None:
-                break  # keep the model that reached the target, not one more update of it
-            observations, actions, rewards, dones, bootstrap_values = (torch.stack(column) for column in zip(*rollout))
-            returns = nstep_returns(rewards.float(), dones, bootstrap_values, last_value, args.gamma).flatten()
-            policy, values = model.policy(observations.flatten(0, 1)), model.value(observations.flatten(0, 1))
-            log_probs, entropy = policy.log_prob(actions.flatten(0, 1)), policy.entropy().mean()
-            advantages = (returns - values).detach()
-            policy_loss = -(advantages * log_probs).mean()
-            value_loss = 0.5 * (returns - values).pow(2).mean()
-            loss = policy_loss + args.vf_coef * value_loss - args.ent_coef * entropy
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            optimizer.step()
+        if args.stop_at_target and solved_at_step is not None:
+            break  # keep the model that reached the target, not one more update of it
+        observations, actions, rewards, dones, bootstrap_values = (torch.stack(column) for column in zip(*rollout))
+        returns = nstep_returns(rewards.float(), dones, bootstrap_values, last_value, args.gamma).flatten()
+        policy, values = model.policy(observations.flatten(0, 1)), model.value(observations.flatten(0, 1))
+        log_probs, entropy = policy.log_prob(actions.flatten(0, 1)), policy.entropy().mean()
+        advantages = (returns - values).detach()
+        policy_loss = -(advantages * log_probs).mean()
+        value_loss = 0.5 * (returns - values).pow(2).mean()
+        loss = policy_loss + args.vf_coef * value_loss - args.ent_coef * entropy
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        optimizer.step()
 
-            sps = int(global_step / (time.time() - start_time))
-            if time.time() - last_print >= (0.5 if sys.stdout.isatty() else 10):
-                print(f"\rstep {global_step}  SPS {sps}  return(100) {np.mean(recent_returns or [np.nan]):.1f}", end="" if sys.stdout.isatty() else "\n", flush=True)
-                last_print = time.time()
-            if global_step % (args.n_envs * args.n_steps * 50) == 0:
-                for name, value in (("policy_loss", policy_loss), ("value_loss", value_loss), ("entropy", entropy)):
-                    writer.add_scalar(f"losses/{name}", value.item(), global_step)
-                writer.add_scalar("charts/SPS", sps, global_step)
-    except KeyboardInterrupt:
-        interrupted = True
+        sps = int(global_step / (time.time() - start_time))
+        if time.time() - last_print >= (0.5 if sys.stdout.isatty() else 10):
+            print(f"\rstep {global_step}  SPS {sps}  return(100) {np.mean(recent_returns or [np.nan]):.1f}", end="" if sys.stdout.isatty() else "\n", flush=True)
+            last_print = time.time()
+        if global_step % (args.n_envs * args.n_steps * 50) == 0:
+            for name, value in (("policy_loss", policy_loss), ("value_loss", value_loss), ("entropy", entropy)):
+                writer.add_scalar(f"losses/{name}", value.item(), global_step)
+            writer.add_scalar("charts/SPS", sps, global_step)
     envs.close()
     train_time_s = time.time() - start_time
 
@@ -334,7 +334,7 @@ def main():
                    train_return_mean100=float(np.mean(recent_returns)) if recent_returns else None,
                    eval_return_mean=float(np.mean(eval_returns)) if eval_returns else None,
                    eval_return_std=float(np.std(eval_returns)) if eval_returns else None,
-                   eval_episodes=len(eval_returns), model_path=model_path, interrupted=interrupted)
+                   eval_episodes=len(eval_returns), model_path=model_path, interrupted=bool(interrupted))
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     writer.close()

@@ -32,6 +32,7 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import sys
 import time
 from collections import deque
@@ -282,62 +283,61 @@ def main():
 
     resumed_step, resumed_time = global_step, time.time()
     last_checkpoint = last_print = time.time()
-    interrupted = False
-    try:
-        while global_step < args.total_timesteps:
-            log_probs, values, entropies, rewards, dones, bootstrap_values = [], [], [], [], [], []
-            for _ in range(args.n_steps):
-                logits, value = model(next_obs)  # keeps its graph: the update backpropagates through it
-                policy = Categorical(logits=logits)
-                action = policy.sample()
-                obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
-                global_step += args.n_envs
-                log_probs.append(policy.log_prob(action))
-                values.append(value)
-                entropies.append(policy.entropy())
-                rewards.append(np.sign(reward))
-                dones.append(terminated | truncated)
-                bootstrap_values.append(truncation_bootstrap(model, terminated, truncated, info.get("final_obs"), device))
-                next_obs = torch.as_tensor(obs, device=device)
+    # Ctrl-C sets a flag the loop reads: a KeyboardInterrupt raised wherever it lands could cut an update in half
+    interrupted = []
+    signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    while global_step < args.total_timesteps and not interrupted:
+        log_probs, values, entropies, rewards, dones, bootstrap_values = [], [], [], [], [], []
+        for _ in range(args.n_steps):
+            logits, value = model(next_obs)  # keeps its graph: the update backpropagates through it
+            policy = Categorical(logits=logits)
+            action = policy.sample()
+            obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
+            global_step += args.n_envs
+            log_probs.append(policy.log_prob(action))
+            values.append(value)
+            entropies.append(policy.entropy())
+            rewards.append(np.sign(reward))
+            dones.append(terminated | truncated)
+            bootstrap_values.append(truncation_bootstrap(model, terminated, truncated, info.get("final_obs"), device))
+            next_obs = torch.as_tensor(obs, device=device)
 
-                for i in np.flatnonzero(info.get("_episode", [])):
-                    episodes += 1
-                    recent_returns.append(float(info["episode"]["r"][i]))
-                    writer.add_scalar("charts/episodic_return", info["episode"]["r"][i], global_step)
-                    writer.add_scalar("charts/episodic_length", info["episode"]["l"][i], global_step)
-                if (solved_at_step is None and args.target_return is not None and len(recent_returns) == 100
-                        and np.mean(recent_returns) >= args.target_return):
-                    solved_at_step, solved_at_s = global_step, time.time() - start_time
+            for i in np.flatnonzero(info.get("_episode", [])):
+                episodes += 1
+                recent_returns.append(float(info["episode"]["r"][i]))
+                writer.add_scalar("charts/episodic_return", info["episode"]["r"][i], global_step)
+                writer.add_scalar("charts/episodic_length", info["episode"]["l"][i], global_step)
+            if (solved_at_step is None and args.target_return is not None and len(recent_returns) == 100
+                    and np.mean(recent_returns) >= args.target_return):
+                solved_at_step, solved_at_s = global_step, time.time() - start_time
 
-            if args.stop_at_target and solved_at_step is not None:
-                break  # keep the model that reached the target, not one more update of it
-            with torch.no_grad():
-                last_value = model(next_obs)[1]
-            rewards, dones = (torch.as_tensor(np.stack(rows), device=device) for rows in (rewards, dones))
-            returns = nstep_returns(rewards.float(), dones, torch.stack(bootstrap_values), last_value, args.gamma).flatten()
-            log_probs, values, entropy = torch.cat(log_probs), torch.cat(values), torch.cat(entropies).mean()
-            advantages = (returns - values).detach()
-            policy_loss = -(advantages * log_probs).mean()
-            value_loss = (returns - values).pow(2).mean()
-            loss = policy_loss + args.vf_coef * value_loss - args.ent_coef * entropy
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            optimizer.step()
+        if args.stop_at_target and solved_at_step is not None:
+            break  # keep the model that reached the target, not one more update of it
+        with torch.no_grad():
+            last_value = model(next_obs)[1]
+        rewards, dones = (torch.as_tensor(np.stack(rows), device=device) for rows in (rewards, dones))
+        returns = nstep_returns(rewards.float(), dones, torch.stack(bootstrap_values), last_value, args.gamma).flatten()
+        log_probs, values, entropy = torch.cat(log_probs), torch.cat(values), torch.cat(entropies).mean()
+        advantages = (returns - values).detach()
+        policy_loss = -(advantages * log_probs).mean()
+        value_loss = (returns - values).pow(2).mean()
+        loss = policy_loss + args.vf_coef * value_loss - args.ent_coef * entropy
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        optimizer.step()
 
-            sps = int((global_step - resumed_step) / (time.time() - resumed_time))
-            if time.time() - last_print >= (0.5 if sys.stdout.isatty() else 10):
-                print(f"\rstep {global_step}  SPS {sps}  return(100) {np.mean(recent_returns or [np.nan]):.1f}", end="" if sys.stdout.isatty() else "\n", flush=True)
-                last_print = time.time()
-            if global_step % (args.n_envs * args.n_steps * 100) == 0:
-                for name, value in (("policy_loss", policy_loss), ("value_loss", value_loss), ("entropy", entropy)):
-                    writer.add_scalar(f"losses/{name}", value.item(), global_step)
-                writer.add_scalar("charts/SPS", sps, global_step)
-            if args.save_model and time.time() - last_checkpoint >= args.checkpoint_interval_s:
-                save_atomically(checkpoint_state(), model_path)
-                last_checkpoint = time.time()
-    except KeyboardInterrupt:
-        interrupted = True
+        sps = int((global_step - resumed_step) / (time.time() - resumed_time))
+        if time.time() - last_print >= (0.5 if sys.stdout.isatty() else 10):
+            print(f"\rstep {global_step}  SPS {sps}  return(100) {np.mean(recent_returns or [np.nan]):.1f}", end="" if sys.stdout.isatty() else "\n", flush=True)
+            last_print = time.time()
+        if global_step % (args.n_envs * args.n_steps * 100) == 0:
+            for name, value in (("policy_loss", policy_loss), ("value_loss", value_loss), ("entropy", entropy)):
+                writer.add_scalar(f"losses/{name}", value.item(), global_step)
+            writer.add_scalar("charts/SPS", sps, global_step)
+        if args.save_model and time.time() - last_checkpoint >= args.checkpoint_interval_s:
+            save_atomically(checkpoint_state(), model_path)
+            last_checkpoint = time.time()
     if sys.stdout.isatty():
         print()
     envs.close()
@@ -355,7 +355,7 @@ def main():
                    train_return_mean100=float(np.mean(recent_returns)) if recent_returns else None,
                    eval_return_mean=float(np.mean(eval_scores)) if eval_scores else None,
                    eval_return_std=float(np.std(eval_scores)) if eval_scores else None,
-                   eval_episodes=len(eval_scores), model_path=model_path if args.save_model else None, interrupted=interrupted)
+                   eval_episodes=len(eval_scores), model_path=model_path if args.save_model else None, interrupted=bool(interrupted))
     with open(os.path.join(run_dir, "summary.json.tmp"), "w") as f:
         json.dump(summary, f, indent=2)
     os.replace(os.path.join(run_dir, "summary.json.tmp"), os.path.join(run_dir, "summary.json"))

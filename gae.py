@@ -350,39 +350,38 @@ def main():
     run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(start_time)}"
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
-    returns, solved_at_step, solved_at_s, interrupted, last_print = [], None, None, False, 0.0
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:  # until the target is reached, a worker fails, or all have seen the budget used up
-        while not stop.value and not any(p.exitcode for p in procs) and any(p.is_alive() for p in procs):
-            try:
-                step, losses, episode = messages.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            for name, loss in zip(("policy_loss", "value_loss", "entropy"), losses):
-                writer.add_scalar(f"losses/{name}", loss, step)
-            if episode:
-                returns.append(episode[0])
-                writer.add_scalar("charts/episodic_return", episode[0], step)
-                writer.add_scalar("charts/episodic_length", episode[1], step)
-                target = args.target_return
-                if solved_at_step is None and target is not None and len(returns) >= 100 and np.mean(returns[-100:]) >= target:
-                    solved_at_step, solved_at_s = step, time.time() - start_time
-                    stop.value = args.stop_at_target
-            if time.time() - last_print >= (0.5 if sys.stdout.isatty() else 10):
-                last_print, sps = time.time(), int(step / (time.time() - start_time))
-                writer.add_scalar("charts/SPS", sps, step)
-                print(f"step {step}  SPS {sps}  return(100) {np.mean(returns[-100:] or np.nan):.1f}", end="\r" if sys.stdout.isatty() else "\n", flush=True)
-    except KeyboardInterrupt:
-        interrupted = True
+    returns, solved_at_step, solved_at_s, interrupted, last_print = [], None, None, [], 0.0
+    # Ctrl-C sets a flag the loop reads: a KeyboardInterrupt raised wherever it lands could leave a lock held forever
+    signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    while not stop.value and not interrupted and not any(p.exitcode for p in procs) and any(p.is_alive() for p in procs):
+        try:
+            step, losses, episode = messages.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        for name, loss in zip(("policy_loss", "value_loss", "entropy"), losses):
+            writer.add_scalar(f"losses/{name}", loss, step)
+        if episode:
+            returns.append(episode[0])
+            writer.add_scalar("charts/episodic_return", episode[0], step)
+            writer.add_scalar("charts/episodic_length", episode[1], step)
+            target = args.target_return
+            if solved_at_step is None and target is not None and len(returns) >= 100 and np.mean(returns[-100:]) >= target:
+                solved_at_step, solved_at_s = step, time.time() - start_time
+                stop.value = args.stop_at_target
+        if time.time() - last_print >= (0.5 if sys.stdout.isatty() else 10):
+            last_print, sps = time.time(), int(step / (time.time() - start_time))
+            writer.add_scalar("charts/SPS", sps, step)
+            print(f"step {step}  SPS {sps}  return(100) {np.mean(returns[-100:] or np.nan):.1f}", end="\r" if sys.stdout.isatty() else "\n", flush=True)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # from here on a Ctrl-C would only lose the model and summary
     failed = [f"worker {i} died with exit code {p.exitcode}" for i, p in enumerate(procs) if p.exitcode]  # traceback above
     stop.value, deadline = 1, time.time() + 5
-    for p in procs:  # the workers finish their rollout and exit; one that does not within seconds is killed
+    for p in procs:  # the workers finish their rollout and exit
         p.join(timeout=max(0.0, deadline - time.time()))
+    wall_time_s, global_step = time.time() - start_time, global_step.value  # read before a kill: a killed worker may hold its lock
+    for p in procs:  # one that has not exited within seconds is killed
         p.kill()
     if failed:
         sys.exit(f"\nerror: {'; '.join(failed)}")
-    wall_time_s, global_step = time.time() - start_time, global_step.value
 
     eval_returns = [] if interrupted else evaluate(agent, args, os.path.join(run_dir, "videos"))
     for i, episode_return in enumerate(eval_returns):
@@ -397,7 +396,7 @@ def main():
                    train_return_mean100=float(np.mean(returns[-100:])) if returns else None,
                    eval_return_mean=float(np.mean(eval_returns)) if eval_returns else None,
                    eval_return_std=float(np.std(eval_returns)) if eval_returns else None,
-                   eval_episodes=len(eval_returns), model_path=model_path, interrupted=interrupted)
+                   eval_episodes=len(eval_returns), model_path=model_path, interrupted=bool(interrupted))
     Path(run_dir, "summary.json.tmp").write_text(json.dumps(summary, indent=2))
     os.replace(os.path.join(run_dir, "summary.json.tmp"), os.path.join(run_dir, "summary.json"))
     writer.close()
