@@ -24,13 +24,7 @@ Siblings: `a2c.py` (one process), `a3c.py`, `gae.py` (asynchronous). Defaults: d
 
 # /// script
 # requires-python = ">=3.10"
-# dependencies = [
-#     "torch==2.13.0",
-#     "gymnasium[classic-control,mujoco]==1.4.0",
-#     "numpy==2.4.6",
-#     "tyro==1.0.17",
-#     "tensorboard==2.21.0",
-# ]
+# dependencies = ["torch==2.13.0", "gymnasium[classic-control,mujoco]==1.4.0", "numpy==2.4.6", "tyro==1.0.17", "tensorboard==2.21.0"]
 # ///
 import json
 import os
@@ -329,7 +323,11 @@ def run_rank(args, t0):
     writer = SummaryWriter(str(run_dir)) if rank == 0 else None
     if writer:
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
-    model, result = train(args, rank, world, t0, writer)
+    try:
+        model, result = train(args, rank, world, t0, writer)
+    except Exception as error:  # the launcher reports the first rank it sees fail: maybe one whose peer failed first
+        print(f"error: rank {rank} failed: {error!r}", file=sys.stderr, flush=True)
+        raise
     dist.barrier()
     dist.destroy_process_group()  # what rank 0 does next waits on no peer, so no --timeout-s bounds it
     if rank != 0:

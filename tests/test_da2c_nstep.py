@@ -264,7 +264,8 @@ def test_a_rank_that_raises_ends_the_run_with_exit_1(tmp_path, launcher):
     proc, _ = run_script(SCRIPT, "--n-workers", 2, *args, cwd=tmp_path, timeout=300, command=command,
                          env={**WITH_TEST_ENVS, marker: "1"})
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
-    assert "rank      : 1" in proc.stderr and "boom" in proc.stderr, proc.stderr  # the launcher names the rank that failed
+    # the failing rank names itself: the launcher's report may name rank 0, whose all_reduce lost its peer first
+    assert "error: rank 1 failed: RuntimeError('boom')" in proc.stderr, proc.stderr
     assert time.time() - start < 150  # not the 600 s a rank left waiting in the collective would take
     time.sleep(0.5)
     assert leftover_processes(marker) == []
