@@ -351,7 +351,7 @@ def main():
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
     returns, solved_at_step, solved_at_s, interrupted, last_print = [], None, None, [], 0.0
-    # Ctrl-C sets a flag the loop reads: a KeyboardInterrupt raised wherever it lands could leave a lock held forever
+    # Ctrl-C sets a flag that ends the loop (after it, one is ignored): a KeyboardInterrupt raised anywhere could break a lock
     signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
     while not stop.value and not interrupted and not any(p.exitcode for p in procs) and any(p.is_alive() for p in procs):
         try:
@@ -372,7 +372,6 @@ def main():
             last_print, sps = time.time(), int(step / (time.time() - start_time))
             writer.add_scalar("charts/SPS", sps, step)
             print(f"step {step}  SPS {sps}  return(100) {np.mean(returns[-100:] or np.nan):.1f}", end="\r" if sys.stdout.isatty() else "\n", flush=True)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # from here on a Ctrl-C would only lose the model and summary
     failed = [f"worker {i} died with exit code {p.exitcode}" for i, p in enumerate(procs) if p.exitcode]  # traceback above
     stop.value, deadline = 1, time.time() + 5
     for p in procs:  # the workers finish their rollout and exit
