@@ -351,7 +351,7 @@ def main():
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
     returns, solved_at_step, solved_at_s, interrupted, last_print = [], None, None, [], 0.0
-    # Ctrl-C sets a flag that ends the loop (after it, one is ignored): a KeyboardInterrupt raised anywhere could break a lock
+    # Ctrl-C only sets a flag (ending the loop; later, evaluation and saving go on): a KeyboardInterrupt could break a lock
     signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
     while not stop.value and not interrupted and not any(p.exitcode for p in procs) and any(p.is_alive() for p in procs):
         try:
