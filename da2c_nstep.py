@@ -27,6 +27,7 @@ Siblings: `a2c.py` (one process), `a3c.py`, `gae.py` (asynchronous). Defaults: d
 # dependencies = ["torch==2.13.0", "gymnasium[classic-control,mujoco]==1.4.0", "numpy==2.4.6", "tyro==1.0.17", "tensorboard==2.21.0"]
 # ///
 import json
+import multiprocessing
 import os
 import signal
 import sys
@@ -363,11 +364,12 @@ def main():
         return
     if "RANK" in os.environ:  # started by torchrun: this process is one rank
         sys.exit(run_rank(args, t0))
-    # What `torchrun --standalone --nproc-per-node N` runs: N local ranks around a store on a free port; Ctrl-C is
-    # left to the ranks (they stop together and save), the launcher ignores it instead of killing them
+    # What `torchrun --standalone --nproc-per-node N` runs: N local ranks, started the platform's default way (forked on
+    # Linux: no rank imports torch again), around a store on a free port; Ctrl-C is left to the ranks, which stop and save
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=args.n_workers, rdzv_backend="c10d", rdzv_endpoint="localhost:0",
-                          run_id=f"da2c-{os.getpid()}", max_restarts=0, signals_to_handle="SIGTERM,SIGHUP,SIGQUIT")
+                          run_id=f"da2c-{os.getpid()}", max_restarts=0, start_method=multiprocessing.get_start_method(),
+                          signals_to_handle="SIGTERM,SIGHUP,SIGQUIT")
     try:
         exit_codes = elastic_launch(config, run_rank)(args, t0)
     except ChildFailedError as e:
