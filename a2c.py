@@ -7,7 +7,8 @@ R_t = r_t + gamma * R_{t+1}, R_T = V(s_T), and takes one gradient step on
     loss = -mean(A_t log pi(a_t|s_t)) + vf_coef * 0.5 * mean((R_t - V(s_t))^2) - ent_coef * H[pi],
     A_t = R_t - V(s_t)  (no gradient through A_t in the policy term).
 Discrete actions get a categorical policy; Box actions a diagonal Gaussian N(mu(s), sigma^2) with
-a state-independent log sigma (the A3C notes' Gaussian head), trained on its unclipped sample.
+a state-independent log sigma (the A3C notes' Gaussian head) over actions scaled to [-1, 1] (so one
+initial sigma suits every box), trained on its unclipped sample; the env gets it clipped and mapped.
 Observations are normalized by running statistics saved with the model, rewards divided by the
 running std of the discounted return ("Implementation Matters in Deep Policy Gradients", 2020).
 
@@ -68,8 +69,8 @@ class Args:
     """coefficient of the value loss (None: KIND_DEFAULTS)"""
     max_grad_norm: float = 0.5
     """maximum global norm of the gradient"""
-    log_std_init: float = 0.0
-    """initial log standard deviation of the Gaussian policy (Box actions)"""
+    log_std_init: float = -1.0
+    """initial log standard deviation of the Gaussian policy (Box actions, scaled to [-1, 1])"""
     target_return: Optional[float] = None
     """mean return of the last 100 training episodes that counts as solved (None: the env's reward_threshold)"""
     stop_at_target: bool = True
@@ -90,8 +91,7 @@ class Args:
     }
 
 
-def fail(message: str):
-    """A user error: one line on stderr, exit code 2."""
+def fail(message: str):  # a user error: one line on stderr, exit code 2
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
 
@@ -164,7 +164,8 @@ class ActorCritic(nn.Module):
         self.critic = mlp(observation_space.shape[0], 1, out_std=1.0)
         if self.continuous:
             self.log_std = nn.Parameter(torch.full((n_outputs,), log_std_init))
-            self.action_bounds = torch.as_tensor(np.stack([action_space.low, action_space.high]), dtype=torch.float32)
+            low, high = (torch.as_tensor(bound, dtype=torch.float32) for bound in (action_space.low, action_space.high))
+            self.action_center, self.action_half_width = (high + low) / 2, (high - low) / 2
 
     def normalize(self, obs):  # (o - mean) / std, clipped to +-10 as in Stable-Baselines3's VecNormalize
         return ((obs - self.obs_rms.mean) / (self.obs_rms.var + 1e-8).sqrt()).clamp(-10, 10).float()
@@ -177,10 +178,10 @@ class ActorCritic(nn.Module):
         return self.critic(self.normalize(obs)).squeeze(-1)
 
     def act(self, obs, greedy: bool = False):
-        """a ~ pi(.|s) (its mode if greedy), the action trained on, and the copy sent: for a Box, clipped."""
+        """a ~ pi(.|s) (its mode if greedy), the action trained on, and the copy sent: for a Box, clipped and mapped."""
         policy = self.policy(obs)
         action = policy.mode if greedy else policy.sample()
-        return action, torch.clamp(action, *self.action_bounds) if self.continuous else action
+        return action, self.action_center + self.action_half_width * action.clamp(-1, 1) if self.continuous else action
 
 
 def check_args(args: Args):

@@ -30,13 +30,13 @@ def cartpole_with(**spaces):
 
 
 class NarrowPendulum(PendulumEnv):
-    """Pendulum with actions bounded to [-0.5, 0.5], recording every action it is sent."""
+    """Pendulum with actions bounded to [-0.25, 0.75] (center 0.25, half-width 0.5), recording every action it is sent."""
 
     sent = []
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.action_space = gym.spaces.Box(-0.5, 0.5, (1,), np.float32)
+        self.action_space = gym.spaces.Box(-0.25, 0.75, (1,), np.float32)
 
     def step(self, action):
         NarrowPendulum.sent.append(np.array(action))
@@ -63,8 +63,9 @@ def test_gaussian_matches_closed_form():
 
 
 def test_trains_on_the_unclipped_sample_and_sends_the_clipped_one(tmp_path, monkeypatch):
-    """A short in-process run on a Box of [-0.5, 0.5]: every log-probability the loss takes is of a
-    sampled action, some outside the box, and the environment only ever receives clipped ones."""
+    """A short in-process run on a Box of [-0.25, 0.75]: every log-probability the loss takes is of a
+    sampled action, some outside [-1, 1], and the environment only ever receives them clipped to [-1, 1] and
+    mapped onto the box."""
     trained_on, sampled = [], []
     gaussian = a2c.gaussian
 
@@ -78,15 +79,16 @@ def test_trains_on_the_unclipped_sample_and_sends_the_clipped_one(tmp_path, monk
     monkeypatch.setattr(a2c, "gaussian", recording_gaussian)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["a2c.py", "--env-id", "NarrowPendulum-v0", "--n-envs", "2", "--n-steps", "3",
-                                      "--total-timesteps", "60", "--eval-episodes", "1", "--no-save-model"])
+                                      "--total-timesteps", "60", "--eval-episodes", "1", "--no-save-model", "--log-std-init", "0"])
     NarrowPendulum.sent.clear()
     a2c.main()
     trained_on, sampled = torch.cat(trained_on), torch.cat(sampled)
     torch.testing.assert_close(trained_on, sampled, rtol=0, atol=0)  # 10 updates of 2 x 3 samples
-    assert (trained_on.abs() > 0.5).any() and len(trained_on) == 60
+    assert (trained_on.abs() > 1).any() and len(trained_on) == 60
     # the environments are stepped in the order the samples were drawn; then come the greedy evaluation's steps
-    np.testing.assert_array_equal(np.concatenate(NarrowPendulum.sent[:60]), sampled.clamp(-0.5, 0.5).flatten().numpy())
-    assert np.abs(np.concatenate(NarrowPendulum.sent)).max() <= 0.5
+    np.testing.assert_array_equal(np.concatenate(NarrowPendulum.sent[:60]), (0.25 + 0.5 * sampled.clamp(-1, 1)).flatten().numpy())
+    sent = np.concatenate(NarrowPendulum.sent)
+    assert sent.min() >= -0.25 and sent.max() <= 0.75 and np.isin(np.float32([-0.25, 0.75]), sent).any()  # clipped ones hit an edge
 
 
 @pytest.fixture(scope="module")
