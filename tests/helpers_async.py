@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -106,6 +107,15 @@ def check_spawned_process_advances_shared_adam(module):
     _take_steps(shared, shared_opt, 3, 4)
     _take_steps(reference, reference_opt, 3, 4)
     _assert_same(shared, shared_opt, reference, reference_opt, 4)
+
+
+def check_env_action_clips_to_the_box(module):
+    """An unbounded Gaussian sample reaches a Box environment clipped to its bounds (the worker trains on the sample
+    itself); a Discrete action as a plain int."""
+    box = gym.spaces.Box(np.float32([-0.25, 0.0]), np.float32([0.75, 4.0]))
+    np.testing.assert_array_equal(module.env_action(torch.tensor([-3.0, 0.5]), box), np.float32([-0.25, 0.5]))
+    np.testing.assert_array_equal(module.env_action(torch.tensor([0.5, 7.0]), box), np.float32([0.5, 4.0]))
+    assert module.env_action(torch.tensor(2), gym.spaces.Discrete(3)) == 2
 
 
 def check_fresh_gradients_on_every_update(module):

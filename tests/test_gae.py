@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from conftest import REPO, assert_bad_input, assert_gaussian_matches_closed_form, interrupt_run, run_main_in_process, run_script
-from helpers_async import (check_fresh_gradients_on_every_update, check_learns_inverted_pendulum, check_lstm_replay_and_state,
-                           check_runs_budget_without_threshold_under_spawn, check_shared_adam_matches_torch,
+from helpers_async import (check_env_action_clips_to_the_box, check_fresh_gradients_on_every_update,
+                           check_learns_inverted_pendulum, check_lstm_replay_and_state, check_runs_budget_without_threshold_under_spawn,
+                           check_shared_adam_matches_torch,
                            check_spawned_process_advances_shared_adam, kill_a_worker, run_with_failing_env, wait_session_empty)
 
 sys.path.insert(0, str(REPO))
@@ -90,6 +91,10 @@ def test_lambda_1_is_nstep_advantage():
 
 def test_gaussian_matches_closed_form():
     assert_gaussian_matches_closed_form(gae.gaussian)
+
+
+def test_env_action_clips_the_sample_to_the_box():
+    check_env_action_clips_to_the_box(gae)
 
 
 def test_shared_adam_matches_torch():
