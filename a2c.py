@@ -69,7 +69,7 @@ class Args:
     """coefficient of the value loss (None: KIND_DEFAULTS)"""
     max_grad_norm: float = 0.5
     """maximum global norm of the gradient"""
-    log_std_init: float = -1.0
+    log_std_init: float = -0.75
     """initial log standard deviation of the Gaussian policy (Box actions, scaled to [-1, 1])"""
     target_return: Optional[float] = None
     """mean return of the last 100 training episodes that counts as solved (None: the env's reward_threshold)"""
