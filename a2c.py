@@ -155,7 +155,7 @@ def mlp(in_size: int, out_size: int, out_std: float):
 class ActorCritic(nn.Module):
     """Separate actor and critic MLPs on normalized observations; the actor gives logits or a mean."""
 
-    def __init__(self, observation_space, action_space, log_std_init: float = 0.0):
+    def __init__(self, observation_space, action_space, log_std_init: float):
         super().__init__()
         self.continuous = isinstance(action_space, gym.spaces.Box)
         n_outputs = action_space.shape[0] if self.continuous else action_space.n
@@ -247,7 +247,7 @@ def main():
     torch.set_num_threads(1)  # a small MLP on a few rows: extra threads only add overhead
 
     if args.eval_checkpoint:
-        model = ActorCritic(env.observation_space, env.action_space)
+        model = ActorCritic(env.observation_space, env.action_space, args.log_std_init)
         model.load_state_dict(load_checkpoint(args.eval_checkpoint, args)["model"])
         returns = evaluate(model, args, os.path.join(os.path.dirname(args.eval_checkpoint), "videos"))
         print(f"evaluated {args.eval_checkpoint}: return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} episodes")

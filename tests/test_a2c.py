@@ -166,7 +166,8 @@ def test_no_reward_threshold_trains_its_budget_and_exits_0(tmp_path):
     assert summary["episodes"] > 100  # past the 100th episode, where a missing threshold once crashed the run
     trained_model = torch.load(tmp_path / summary["model_path"], weights_only=True)["model"]
     torch.manual_seed(1)  # the script's seed, so the same initial weights
-    initial_model = a2c.ActorCritic(gym.make("CartPole-v1").observation_space, gym.make("CartPole-v1").action_space).state_dict()
+    cartpole = gym.make("CartPole-v1")
+    initial_model = a2c.ActorCritic(cartpole.observation_space, cartpole.action_space, a2c.Args.log_std_init).state_dict()
     assert not torch.equal(trained_model["actor.0.weight"], initial_model["actor.0.weight"])
     assert not torch.equal(trained_model["critic.4.weight"], initial_model["critic.4.weight"])
 
