@@ -26,11 +26,13 @@ Siblings: `a2c.py` (one process), `a3c.py`, `gae.py` (asynchronous). Defaults: d
 # requires-python = ">=3.10"
 # dependencies = ["torch==2.13.0", "gymnasium[classic-control,mujoco]==1.4.0", "numpy==2.4.6", "tyro==1.0.17", "tensorboard==2.21.0"]
 # ///
+import importlib.util
 import json
 import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -96,8 +98,7 @@ class Args:
     """seconds a collective waits for a missing rank before the run fails"""
 
 
-def fail(message):
-    """A user error: one line on stderr and exit code 2, before any process or file is created."""
+def fail(message):  # a user error: one line on stderr and exit code 2, before any process or file is created
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
 
@@ -148,8 +149,7 @@ class ActorCritic(nn.Module):
         self.log_std = nn.Parameter(torch.zeros(n_out)) if isinstance(action_space, gym.spaces.Box) else None
         self.critic = nn.Sequential(layer_init(nn.Linear(hidden, hidden)), nn.Tanh(), layer_init(nn.Linear(hidden, 1), std=1.0))
 
-    def forward(self, obs):
-        """pi(.|s) and V(s)."""
+    def forward(self, obs):  # pi(.|s) and V(s)
         count, total, total_sq = self.obs_sums
         mean, var = total / count, (total_sq / count - (total / count) ** 2).clamp(min=0)  # var = E[x^2] - E[x]^2
         hidden = self.trunk(((obs - mean) / (var + 1e-8).sqrt()).clamp(-10, 10).float())
@@ -159,11 +159,9 @@ class ActorCritic(nn.Module):
 
 def validate(args):
     """Fail on anything the run cannot handle; fill in the defaults of the action space's kind; return the environment."""
+    if args.capture_video and importlib.util.find_spec("moviepy") is None:  # gymnasium's RecordVideo writes through it
+        fail("--capture-video needs moviepy: pip install moviepy")
     if args.capture_video:
-        try:
-            import moviepy  # noqa: F401  (gymnasium's RecordVideo writes through it)
-        except ImportError:
-            fail("--capture-video needs moviepy: pip install moviepy")
         os.environ.setdefault("MUJOCO_GL", "egl")  # before MuJoCo loads: it renders without a display only with EGL
     try:
         env = gym.make(args.env_id)
@@ -182,8 +180,7 @@ def validate(args):
             fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not 0 < args.gamma <= 1:
         fail(f"--gamma must be in (0, 1], got {args.gamma}")
-    if args.target_return is None:
-        args.target_return = env.spec.reward_threshold  # None: the run is never solved, it trains its budget
+    args.target_return = env.spec.reward_threshold if args.target_return is None else args.target_return  # None: trains its budget
     return env
 
 
@@ -221,7 +218,7 @@ def evaluate(model, args, run_dir):
     return returns
 
 
-def train(args, rank, world, t0, writer=None):
+def train(args, rank, world, t0, writer=None, launcher=None):
     """One rank's training in an initialized process group (rank 0 logs to `writer`): the replica and the run's figures."""
     interrupted = []
     signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
@@ -240,8 +237,7 @@ def train(args, rank, world, t0, writer=None):
     optimizer = torch.optim.Adam(params, lr=args.learning_rate)
     torch.manual_seed(args.seed + rank)  # action sampling differs by rank
 
-    # One buffer for the one all_reduce of an update: each p.grad is a view into its head (backward() adds
-    # straight into it); its tail carries this rank's episode counters, stop request and observation moments.
+    # one all_reduce per update, of one buffer: the gradients (each p.grad a view of its head), counters, observation sums
     n_grad = sum(p.numel() for p in params)
     flat = torch.zeros(n_grad + 4 + 3 * obs_dim)
     grads, counters, obs_sums = flat[:n_grad], flat[n_grad : n_grad + 4], flat[n_grad + 4 :].view(3, obs_dim)
@@ -283,7 +279,7 @@ def train(args, rank, world, t0, writer=None):
             policy, values, torch.from_numpy(actions.reshape(T * E, *action_space.shape)),
             torch.from_numpy(returns.reshape(-1)), args.vf_coef, args.ent_coef)
         loss.backward()
-        counters.copy_(torch.tensor([finished, sum(recent), len(recent), len(interrupted)]))
+        counters.copy_(torch.tensor([finished, sum(recent), len(recent), len(interrupted) + (launcher not in (None, os.getppid()))]))
         obs_sums.copy_(torch.stack([torch.full((obs_dim,), T * E), rollout_obs.sum(0), rollout_obs.pow(2).sum(0)]))
         dist.all_reduce(flat)  # sums over ranks, the same bits on every rank; raises if a rank is gone
         grads /= world  # the mean of the ranks' gradients: the gradient of the loss over all their samples
@@ -319,38 +315,45 @@ def run_rank(args, t0):
     """One rank: join torchrun's process group, train, leave it; rank 0 then evaluates and saves. Returns the exit code."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", timeout=timedelta(seconds=args.timeout_s))  # a lost rank fails, never hangs
-    rank, world = dist.get_rank(), dist.get_world_size()
+    rank, world, launcher = dist.get_rank(), dist.get_world_size(), os.getppid()  # launcher: elastic_launch's process or torchrun's
     run_dir = Path("runs") / f"{args.env_id}__{args.exp_name}__{args.seed}__{int(t0)}"
     writer = SummaryWriter(str(run_dir)) if rank == 0 else None
     if writer:
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
     try:
-        model, result = train(args, rank, world, t0, writer)
+        model, result = train(args, rank, world, t0, writer, launcher)  # it stops as on Ctrl-C if a rank's launcher is killed
     except Exception as error:  # the launcher reports the first rank it sees fail: maybe one whose peer failed first
         print(f"error: rank {rank} failed: {error!r}", file=sys.stderr, flush=True)
         raise
     dist.barrier()
     dist.destroy_process_group()  # what rank 0 does next waits on no peer, so no --timeout-s bounds it
-    if rank != 0:
-        return 0
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a further Ctrl-C must not cut the evaluation and save short
-    eval_returns = [] if result["interrupted"] else evaluate(model, args, run_dir)
-    for i, episode_return in enumerate(eval_returns):
-        writer.add_scalar("eval/episodic_return", episode_return, i)
-    model_path = run_dir / f"{args.exp_name}.pt" if args.save_model else None
-    if model_path:
-        torch.save({"script": Path(__file__).name, "model": model.state_dict(), "args": vars(args)}, model_path.with_suffix(".tmp"))
-        os.replace(model_path.with_suffix(".tmp"), model_path)
-    wall = time.time() - t0
-    summary = {"script": Path(__file__).name, "env_id": args.env_id, "seed": args.seed, **result, "wall_time_s": round(wall, 3),
-               "sps": int(result["global_step"] / wall), "target_return": args.target_return, "eval_episodes": len(eval_returns),
-               "eval_return_mean": float(np.mean(eval_returns)) if eval_returns else None,
-               "eval_return_std": float(np.std(eval_returns)) if eval_returns else None, "model_path": model_path and str(model_path)}
-    (run_dir / "summary.json.tmp").write_text(json.dumps(summary, indent=2))
-    os.replace(run_dir / "summary.json.tmp", run_dir / "summary.json")
-    writer.close()
-    print(json.dumps(summary), flush=True)
-    return 130 if result["interrupted"] else 0
+    exit_code = 130 if result["interrupted"] else 0  # the same on every rank
+    if rank == 0:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a further Ctrl-C must not cut the evaluation and save short
+        eval_returns = [] if result["interrupted"] else evaluate(model, args, run_dir)
+        for i, episode_return in enumerate(eval_returns):
+            writer.add_scalar("eval/episodic_return", episode_return, i)
+        model_path = run_dir / f"{args.exp_name}.pt" if args.save_model else None
+        if model_path:
+            torch.save({"script": Path(__file__).name, "model": model.state_dict(), "args": vars(args)}, model_path.with_suffix(".tmp"))
+            os.replace(model_path.with_suffix(".tmp"), model_path)
+        wall = time.time() - t0
+        summary = {"script": Path(__file__).name, "env_id": args.env_id, "seed": args.seed, **result, "wall_time_s": round(wall, 3),
+                   "sps": int(result["global_step"] / wall), "target_return": args.target_return, "eval_episodes": len(eval_returns),
+                   "eval_return_mean": float(np.mean(eval_returns)) if eval_returns else None,
+                   "eval_return_std": float(np.std(eval_returns)) if eval_returns else None, "model_path": model_path and str(model_path)}
+        (run_dir / "summary.json.tmp").write_text(json.dumps(summary, indent=2))
+        os.replace(run_dir / "summary.json.tmp", run_dir / "summary.json")
+        writer.close()
+        print(json.dumps(summary), flush=True)
+
+    def exit_if_orphaned():  # elastic_launch's wrapper around run_rank waits for its launcher to read the exit code: a killed one never will
+        while os.getppid() == launcher:
+            time.sleep(0.1)
+        os._exit(exit_code)
+
+    threading.Thread(target=exit_if_orphaned, daemon=True).start()
+    return exit_code
 
 
 def main():
@@ -364,9 +367,8 @@ def main():
         return
     if "RANK" in os.environ:  # started by torchrun: this process is one rank
         sys.exit(run_rank(args, t0))
-    # What `torchrun --standalone --nproc-per-node N` runs: N local ranks, started the platform's default way (forked on
-    # Linux: no rank imports torch again), around a store on a free port; Ctrl-C is left to the ranks, which stop and save
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # what `torchrun --standalone --nproc-per-node N` runs, with ranks started the platform's default way (forked on Linux)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the ranks' to handle: they stop, and rank 0 saves
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=args.n_workers, rdzv_backend="c10d", rdzv_endpoint="localhost:0",
                           run_id=f"da2c-{os.getpid()}", max_restarts=0, start_method=multiprocessing.get_start_method(),
                           signals_to_handle="SIGTERM,SIGHUP,SIGQUIT")

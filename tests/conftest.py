@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -71,6 +72,40 @@ def interrupt_run(script, *args, cwd):
         os.killpg(proc.pid, signal.SIGKILL)  # leave nothing running behind a failed test
         raise
     return proc, stderr, read_summary(cwd)
+
+
+def leftover_processes(marker):
+    """Processes whose environment carries `marker` (Linux /proc)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker.encode() in environ.read_bytes():
+                found.append(environ.parent.name)
+        except OSError:  # gone meanwhile, or a zombie
+            pass
+    return found
+
+
+def kill_launcher(script, *args, cwd, command=None, timeout=30):
+    """Start a training run, let it train ~2 s once its run directory exists, then SIGKILL the process that was
+    launched (the script, or torchrun) alone, as the OOM killer or `kill -9` would. Return (the run's processes still
+    alive `timeout` s later, or as soon as there are none; summary or None)."""
+    marker = f"AC_TEST_{uuid.uuid4().hex}"  # every process of the run inherits it
+    proc = subprocess.Popen(command or [sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, text=True,
+                            env={**os.environ, marker: "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(Path(cwd).glob("runs/*/events.out.tfevents.*")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + timeout
+    while leftover_processes(marker) and time.time() < deadline:
+        time.sleep(0.2)
+    left = leftover_processes(marker)
+    for pid in left:  # leave nothing running behind a failed test
+        os.kill(int(pid), signal.SIGKILL)
+    return left, read_summary(cwd)
 
 
 def brute_force_returns(rewards, terminated, truncated, final_values, last_values, gamma):

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import run_script
+from conftest import kill_launcher, run_script
 from pomdp_cartpole import CartPoleNoVelocity
 
 REPO = Path(__file__).resolve().parent.parent
@@ -198,6 +198,12 @@ def kill_a_worker(script, tmp_path):
     worker = int(open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()[0])
     os.kill(worker, signal.SIGKILL)
     return proc, finish_run(proc, timeout=120)
+
+
+def check_killed_main_leaves_no_worker(script, tmp_path):
+    """SIGKILL of the main process alone (the OOM killer, `kill -9`): its workers notice within a rollout and exit."""
+    left, _ = kill_launcher(script, "--n-workers", 2, "--total-timesteps", 10**8, "--no-stop-at-target", cwd=tmp_path)
+    assert left == []
 
 
 def check_runs_budget_without_threshold_under_spawn(script, tmp_path):

@@ -19,7 +19,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from gymnasium.envs.classic_control import CartPoleEnv, PendulumEnv
 
-from conftest import REPO, assert_bad_input, assert_gaussian_matches_closed_form, brute_force_returns, interrupt_run, read_summary, run_main_in_process, run_script
+from conftest import (REPO, assert_bad_input, assert_gaussian_matches_closed_form, brute_force_returns, interrupt_run, kill_launcher,
+                      leftover_processes, read_summary, run_main_in_process, run_script)
 
 sys.path.insert(0, str(REPO))
 import da2c_nstep as da2c  # noqa: E402  (importing a script has no side effects)
@@ -242,18 +243,6 @@ def test_an_env_without_a_reward_threshold_trains_its_budget(tmp_path):
     assert (tmp_path / summary["model_path"]).is_file()
 
 
-def leftover_processes(marker):
-    """Processes whose environment carries `marker` (Linux /proc)."""
-    found = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        try:
-            if marker.encode() in environ.read_bytes():
-                found.append(environ.parent.name)
-        except OSError:
-            pass
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
 @pytest.mark.parametrize("launcher", ["direct", "torchrun"])
 def test_a_rank_that_raises_ends_the_run_with_exit_1(tmp_path, launcher):
@@ -278,6 +267,18 @@ def test_ctrl_c_saves_and_exits_130(tmp_path):
     assert (tmp_path / summary["model_path"]).is_file()
     saved = max(p.stat().st_mtime for p in tmp_path.glob("runs/*/summary.json"))
     assert time.time() - saved < 20  # the run ended once saved, not after torch's launcher's 30 s shutdown timeout
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+@pytest.mark.parametrize("launcher", ["direct", "torchrun"])
+def test_a_killed_launcher_leaves_no_rank_behind_and_the_run_is_saved(tmp_path, launcher):
+    # direct: elastic_launch's ranks, which would wait forever for their launcher to read their exit codes;
+    # torchrun's ranks run in sessions of their own, and nothing else would stop them before their budget
+    args = ["--no-stop-at-target", "--total-timesteps", 10**8]
+    command = [*TORCHRUN, "--standalone", "--nproc-per-node", "2", str(REPO / SCRIPT), *map(str, args)] if launcher == "torchrun" else None
+    left, summary = kill_launcher(SCRIPT, "--n-workers", 2, *args, cwd=tmp_path, command=command)
+    assert left == []
+    assert summary["interrupted"] and summary["global_step"] > 0 and (tmp_path / summary["model_path"]).is_file()
 
 
 BAD_INPUT = [

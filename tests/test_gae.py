@@ -8,7 +8,7 @@ import torch
 from conftest import REPO, assert_bad_input, assert_gaussian_matches_closed_form, interrupt_run, run_main_in_process, run_script
 from helpers_async import (check_env_action_clips_to_the_box, check_fresh_gradients_on_every_update,
                            check_learns_inverted_pendulum, check_lstm_replay_and_state, check_runs_budget_without_threshold_under_spawn,
-                           check_shared_adam_matches_torch,
+                           check_killed_main_leaves_no_worker, check_shared_adam_matches_torch,
                            check_spawned_process_advances_shared_adam, kill_a_worker, run_with_failing_env, wait_session_empty)
 
 sys.path.insert(0, str(REPO))
@@ -149,6 +149,11 @@ def test_killed_worker_exits_1(tmp_path):
     proc, stderr = kill_a_worker("gae.py", tmp_path)
     assert proc.returncode == 1 and "died with exit code -9" in stderr, stderr
     assert wait_session_empty(proc.pid) == []
+
+
+@linux_only
+def test_killed_main_process_leaves_no_worker_behind(tmp_path):
+    check_killed_main_leaves_no_worker("gae.py", tmp_path)
 
 
 @linux_only
