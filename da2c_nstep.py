@@ -371,7 +371,7 @@ def main():
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the ranks' to handle: they stop, and rank 0 saves
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=args.n_workers, rdzv_backend="c10d", rdzv_endpoint="localhost:0",
                           run_id=f"da2c-{os.getpid()}", max_restarts=0, start_method=multiprocessing.get_start_method(),
-                          signals_to_handle="SIGTERM,SIGHUP,SIGQUIT")
+                          signals_to_handle="SIGQUIT")  # SIGTERM, SIGHUP kill it: its ranks then stop and save as on Ctrl-C
     try:
         exit_codes = elastic_launch(config, run_rank)(args, t0)
     except ChildFailedError as e:

@@ -86,10 +86,10 @@ def leftover_processes(marker):
     return found
 
 
-def kill_launcher(script, *args, cwd, command=None, timeout=30):
-    """Start a training run, let it train ~2 s once its run directory exists, then SIGKILL the process that was
-    launched (the script, or torchrun) alone, as the OOM killer or `kill -9` would. Return (the run's processes still
-    alive `timeout` s later, or as soon as there are none; summary or None)."""
+def kill_launcher(script, *args, cwd, command=None, timeout=30, signum=signal.SIGKILL):
+    """Start a training run, let it train ~2 s once its run directory exists, then send `signum` to the process that
+    was launched (the script, or torchrun) alone, as the OOM killer, `kill -9` or `kill` would. Return (the run's
+    processes still alive `timeout` s later, or as soon as there are none; summary or None)."""
     marker = f"AC_TEST_{uuid.uuid4().hex}"  # every process of the run inherits it
     proc = subprocess.Popen(command or [sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, text=True,
                             env={**os.environ, marker: "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -97,7 +97,7 @@ def kill_launcher(script, *args, cwd, command=None, timeout=30):
     while not list(Path(cwd).glob("runs/*/events.out.tfevents.*")) and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(2)
-    proc.kill()
+    proc.send_signal(signum)
     proc.wait()
     deadline = time.time() + timeout
     while leftover_processes(marker) and time.time() < deadline:

@@ -4,6 +4,7 @@
 This module also registers the environments the tests need; a subprocess reaches them as
 `--env-id test_da2c_nstep:<Id>` with this folder on PYTHONPATH (gymnasium imports the module first)."""
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -270,13 +271,14 @@ def test_ctrl_c_saves_and_exits_130(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
-@pytest.mark.parametrize("launcher", ["direct", "torchrun"])
-def test_a_killed_launcher_leaves_no_rank_behind_and_the_run_is_saved(tmp_path, launcher):
-    # direct: elastic_launch's ranks, which would wait forever for their launcher to read their exit codes;
-    # torchrun's ranks run in sessions of their own, and nothing else would stop them before their budget
+@pytest.mark.parametrize("launcher, signum", [("direct", signal.SIGKILL), ("torchrun", signal.SIGKILL), ("direct", signal.SIGTERM)])
+def test_a_killed_launcher_leaves_no_rank_behind_and_the_run_is_saved(tmp_path, launcher, signum):
+    # direct: elastic_launch's ranks, which would wait forever for their launcher to read their exit codes (SIGKILL),
+    # or which it would kill unsaved (SIGTERM, if it handled it); torchrun's ranks run in sessions of their own, and
+    # nothing else would stop them before their budget
     args = ["--no-stop-at-target", "--total-timesteps", 10**8]
     command = [*TORCHRUN, "--standalone", "--nproc-per-node", "2", str(REPO / SCRIPT), *map(str, args)] if launcher == "torchrun" else None
-    left, summary = kill_launcher(SCRIPT, "--n-workers", 2, *args, cwd=tmp_path, command=command)
+    left, summary = kill_launcher(SCRIPT, "--n-workers", 2, *args, cwd=tmp_path, command=command, signum=signum)
     assert left == []
     assert summary["interrupted"] and summary["global_step"] > 0 and (tmp_path / summary["model_path"]).is_file()
 
