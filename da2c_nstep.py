@@ -159,9 +159,9 @@ class ActorCritic(nn.Module):
 
 def validate(args):
     """Fail on anything the run cannot handle; fill in the defaults of the action space's kind; return the environment."""
-    if args.capture_video and importlib.util.find_spec("moviepy") is None:  # gymnasium's RecordVideo writes through it
-        fail("--capture-video needs moviepy: pip install moviepy")
     if args.capture_video:
+        if importlib.util.find_spec("moviepy") is None:  # gymnasium's RecordVideo writes through it
+            fail("--capture-video needs moviepy: pip install moviepy")
         os.environ.setdefault("MUJOCO_GL", "egl")  # before MuJoCo loads: it renders without a display only with EGL
     try:
         env = gym.make(args.env_id)

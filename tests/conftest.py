@@ -54,6 +54,14 @@ def repo():
     return REPO
 
 
+def wait_until_training(cwd, proc, timeout):
+    """Wait (up to `timeout` s, or until `proc` exits) for the run under `cwd` to write its events file, then 2 s more."""
+    deadline = time.time() + timeout
+    while not list(Path(cwd).glob("runs/*/events.out.tfevents.*")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(2)
+
+
 def interrupt_run(script, *args, cwd):
     """Start a training run, let it train ~2 s once its run directory exists, then Ctrl-C it as a
     terminal does (SIGINT to the whole process group); return (process, stderr, summary or None)."""
@@ -61,10 +69,7 @@ def interrupt_run(script, *args, cwd):
     proc = subprocess.Popen([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 60
-    while not list(Path(cwd).glob("runs/*/events.out.tfevents.*")) and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(2)
+    wait_until_training(cwd, proc, timeout=60)
     os.killpg(proc.pid, signal.SIGINT)
     try:
         _, stderr = proc.communicate(timeout=60)
@@ -93,10 +98,7 @@ def kill_launcher(script, *args, cwd, command=None, timeout=30, signum=signal.SI
     marker = f"AC_TEST_{uuid.uuid4().hex}"  # every process of the run inherits it
     proc = subprocess.Popen(command or [sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, text=True,
                             env={**os.environ, marker: "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not list(Path(cwd).glob("runs/*/events.out.tfevents.*")) and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(2)
+    wait_until_training(cwd, proc, timeout=120)
     proc.send_signal(signum)
     proc.wait()
     deadline = time.time() + timeout

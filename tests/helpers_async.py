@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import kill_launcher, run_script
+from conftest import kill_launcher, run_script, wait_until_training
 from pomdp_cartpole import CartPoleNoVelocity
 
 REPO = Path(__file__).resolve().parent.parent
@@ -191,10 +191,7 @@ def run_with_failing_env(script, tmp_path, start_method):
 def kill_a_worker(script, tmp_path):
     """Start a long run, SIGKILL one of its workers once it trains; return (process, stderr)."""
     proc = start_run(script, tmp_path, "--n-workers", 2, "--total-timesteps", 10**8, "--no-stop-at-target")
-    deadline = time.time() + 300
-    while not list(tmp_path.glob("runs/*/events.out.tfevents.*")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    time.sleep(2)
+    wait_until_training(tmp_path, proc, timeout=300)
     worker = int(open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()[0])
     os.kill(worker, signal.SIGKILL)
     return proc, finish_run(proc, timeout=120)
