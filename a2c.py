@@ -5,7 +5,7 @@ Reinforcement Learning", https://arxiv.org/abs/1602.01783): one learner steps `n
 the environment in lockstep for `n_steps`, computes n-step bootstrapped returns
 R_t = r_t + gamma * R_{t+1}, R_T = V(s_T), and takes one gradient step on
     loss = -mean(A_t log pi(a_t|s_t)) + vf_coef * 0.5 * mean((R_t - V(s_t))^2) - ent_coef * H[pi],
-    A_t = R_t - V(s_t)  (no gradient through A_t in the policy term).
+    A_t = R_t - V(s_t)  (no gradient through A_t; for Box actions normalized over the batch).
 Discrete actions get a categorical policy; Box actions a diagonal Gaussian N(mu(s), sigma^2) with
 a state-independent log sigma (the A3C notes' Gaussian head) over actions scaled to [-1, 1] (so one
 initial sigma suits every box), trained on its unclipped sample; the env gets it clipped and mapped.
@@ -16,9 +16,8 @@ running std of the discounted return ("Implementation Matters in Deep Policy Gra
     python a2c.py --env-id HalfCheetah-v5           # continuous actions, the Box defaults
     python a2c.py --eval-checkpoint runs/.../a2c.pt --capture-video
 
-Siblings: `a3c.py` and `gae.py` run asynchronous workers, `da2c_nstep.py` averages gradients across
-processes, `a2c_atari.py` learns from Atari pixels. Defaults: one set per kind of action space
-(Args.KIND_DEFAULTS), each chosen on the whole suite of its kind; docs/a2c.md has the comparisons.
+Siblings: `a3c.py`, `gae.py`, `da2c_nstep.py`, `a2c_atari.py`. Defaults: one set per kind of action
+space (Args.KIND_DEFAULTS), each chosen on the whole suite of its kind; docs/a2c.md has the comparisons.
 """
 
 # /// script
@@ -67,6 +66,8 @@ class Args:
     """coefficient of the entropy bonus"""
     vf_coef: Optional[float] = None
     """coefficient of the value loss (None: KIND_DEFAULTS)"""
+    norm_adv: Optional[bool] = None
+    """normalize each batch's advantages to mean 0 and std 1 (None: KIND_DEFAULTS)"""
     max_grad_norm: float = 0.5
     """maximum global norm of the gradient"""
     log_std_init: float = -0.75
@@ -86,8 +87,8 @@ class Args:
 
     # the values that None stands for above, one set per kind of action space
     KIND_DEFAULTS: ClassVar[dict] = {
-        "Discrete": dict(n_envs=32, n_steps=5, learning_rate=3e-3, vf_coef=0.1),
-        "Box": dict(n_envs=8, n_steps=16, learning_rate=1e-3, vf_coef=0.5),
+        "Discrete": dict(n_envs=32, n_steps=5, learning_rate=3e-3, vf_coef=0.1, norm_adv=False),
+        "Box": dict(n_envs=8, n_steps=16, learning_rate=1e-3, vf_coef=0.5, norm_adv=True),
     }
 
 
@@ -197,8 +198,7 @@ def check_args(args: Args):
         fail(f"{args.env_id} has actions {actions}; a2c.py needs a 1-D Box with finite bounds")
     if not isinstance(observations, gym.spaces.Box) or len(observations.shape) != 1:
         fail(f"{args.env_id} has observations {observations}; a2c.py needs a flat Box (a2c_atari.py takes images)")
-    kind_defaults = Args.KIND_DEFAULTS[type(actions).__name__]
-    vars(args).update({name: value for name, value in kind_defaults.items() if getattr(args, name) is None})
+    vars(args).update({name: value for name, value in Args.KIND_DEFAULTS[type(actions).__name__].items() if getattr(args, name) is None})
     for name in ("total_timesteps", "n_envs", "n_steps", "eval_episodes", "learning_rate", "max_grad_norm"):
         if getattr(args, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -224,8 +224,7 @@ def load_checkpoint(path: str, args: Args):
 
 def evaluate(model, args: Args, video_dir: str = ""):
     """The greedy policy (argmax, or the clipped mean) on a fresh environment; returns episode returns."""
-    env = make_env(args.env_id, args.capture_video, video_dir)()
-    env = gym.wrappers.RecordEpisodeStatistics(env, buffer_length=args.eval_episodes)
+    env = gym.wrappers.RecordEpisodeStatistics(make_env(args.env_id, args.capture_video, video_dir)(), buffer_length=args.eval_episodes)
     for episode in range(args.eval_episodes):
         obs, _ = env.reset(seed=args.seed + 100_000 + episode)
         done = False
@@ -246,8 +245,8 @@ def main():
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(1)  # a small MLP on a few rows: extra threads only add overhead
 
+    model = ActorCritic(env.observation_space, env.action_space, args.log_std_init)
     if args.eval_checkpoint:
-        model = ActorCritic(env.observation_space, env.action_space, args.log_std_init)
         model.load_state_dict(load_checkpoint(args.eval_checkpoint, args)["model"])
         returns = evaluate(model, args, os.path.join(os.path.dirname(args.eval_checkpoint), "videos"))
         print(f"evaluated {args.eval_checkpoint}: return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} episodes")
@@ -256,7 +255,6 @@ def main():
     envs = gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(args.n_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs = episode_statistics = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # of the unscaled rewards
     envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)  # r / std of the discounted return
-    model = ActorCritic(env.observation_space, env.action_space, args.log_std_init)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
     next_obs = torch.as_tensor(envs.reset(seed=args.seed)[0])  # environment i gets seed + i
     model.obs_rms.update(next_obs)
@@ -302,6 +300,8 @@ def main():
         policy, values = model.policy(observations.flatten(0, 1)), model.value(observations.flatten(0, 1))
         log_probs, entropy = policy.log_prob(actions.flatten(0, 1)), policy.entropy().mean()
         advantages = (returns - values).detach()
+        if args.norm_adv and len(advantages) > 1:  # (A - mean(A)) / std(A): the policy's step is free of the return's units
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         policy_loss = -(advantages * log_probs).mean()
         value_loss = 0.5 * (returns - values).pow(2).mean()
         loss = policy_loss + args.vf_coef * value_loss - args.ent_coef * entropy
@@ -315,9 +315,8 @@ def main():
             print(f"\rstep {global_step}  SPS {sps}  return(100) {np.mean(recent_returns or [np.nan]):.1f}", end="" if sys.stdout.isatty() else "\n", flush=True)
             last_print = time.time()
         if global_step % (args.n_envs * args.n_steps * 50) == 0:
-            for name, value in (("policy_loss", policy_loss), ("value_loss", value_loss), ("entropy", entropy)):
-                writer.add_scalar(f"losses/{name}", value.item(), global_step)
-            writer.add_scalar("charts/SPS", sps, global_step)
+            for tag, value in (("losses/policy_loss", policy_loss), ("losses/value_loss", value_loss), ("losses/entropy", entropy), ("charts/SPS", sps)):
+                writer.add_scalar(tag, float(value), global_step)
     envs.close()
     train_time_s = time.time() - start_time
 

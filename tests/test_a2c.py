@@ -91,6 +91,35 @@ def test_trains_on_the_unclipped_sample_and_sends_the_clipped_one(tmp_path, monk
     assert sent.min() >= -0.25 and sent.max() <= 0.75 and np.isin(np.float32([-0.25, 0.75]), sent).any()  # clipped ones hit an edge
 
 
+@pytest.mark.parametrize("flags, normalized", [((), True), (("--norm-adv", "False"), False)])
+def test_box_advantages_are_normalized_over_each_batch(tmp_path, monkeypatch, flags, normalized):
+    """With the Box defaults the policy loss weighs log pi(a|s) by (A - mean A) / std A over the batch, and by A
+    itself with --norm-adv False: read back from the gradient that reaches the log-probabilities, -A_i / batch size."""
+    advantages, gaussian = [], a2c.gaussian
+
+    def recording_gaussian(mean, log_std):
+        policy = gaussian(mean, log_std)
+        log_prob = policy.log_prob
+
+        def hooked_log_prob(action):
+            out = log_prob(action)
+            out.register_hook(lambda grad: advantages.append(-grad * len(grad)))
+            return out
+
+        policy.log_prob = hooked_log_prob
+        return policy
+
+    monkeypatch.setattr(a2c, "gaussian", recording_gaussian)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["a2c.py", "--env-id", "NarrowPendulum-v0", "--n-envs", "2", "--n-steps", "3",
+                                      "--total-timesteps", "60", "--eval-episodes", "1", "--no-save-model", *flags])
+    a2c.main()
+    assert len(advantages) == 10  # one batch of 2 x 3 per update
+    for batch in advantages:
+        is_normalized = abs(batch.mean().item()) < 1e-5 and abs(batch.std().item() - 1) < 1e-4
+        assert is_normalized == normalized, batch
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("a2c_train")
