@@ -267,8 +267,9 @@ def main():
 
     global_step, solved_at_step, solved_at_s, last_print, interrupted = 0, None, None, start_time, []
     recent_returns = episode_statistics.return_queue  # returns of the last 100 finished training episodes
-    # Ctrl-C sets a flag the loop reads: a KeyboardInterrupt raised wherever it lands could cut an update in half
-    signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    # Ctrl-C or `kill` sets a flag the loop reads: an exception raised wherever it lands could cut an update in half
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda signum, _: interrupted.append(signum))
     while global_step < args.total_timesteps and not interrupted:
         rollout = []
         with torch.no_grad():  # acting records no graph: the update below takes one batched pass
@@ -340,7 +341,7 @@ def main():
     writer.close()
     print(json.dumps(summary))
     if interrupted:
-        sys.exit(130)
+        sys.exit(128 + interrupted[0])  # 130 after Ctrl-C, 143 after `kill`
 
 
 if __name__ == "__main__":

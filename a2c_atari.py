@@ -283,9 +283,10 @@ def main():
 
     resumed_step, resumed_time = global_step, time.time()
     last_checkpoint = last_print = time.time()
-    # Ctrl-C sets a flag the loop reads: a KeyboardInterrupt raised wherever it lands could cut an update in half
+    # Ctrl-C or `kill` sets a flag the loop reads: an exception raised wherever it lands could cut an update in half
     interrupted = []
-    signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda signum, _: interrupted.append(signum))
     while global_step < args.total_timesteps and not interrupted:
         log_probs, values, entropies, rewards, dones, bootstrap_values = [], [], [], [], [], []
         for _ in range(args.n_steps):
@@ -362,7 +363,7 @@ def main():
     writer.close()
     print(json.dumps(summary))
     if interrupted:
-        sys.exit(130)
+        sys.exit(128 + interrupted[0])  # 130 after Ctrl-C, 143 after `kill`
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ defaults, determinism, checkpoints with their normalization statistics, bad inpu
 This module also registers the environments the tests need; a subprocess reaches them as
 `--env-id test_a2c:<Id>` with this folder on PYTHONPATH (gymnasium imports the module before `<Id>`)."""
 import os
+import signal
 import subprocess
 import sys
 
@@ -235,8 +236,9 @@ def test_foreign_checkpoints_exit_2(tmp_path):
     assert_bad_input(run_script("a2c.py", "--eval-checkpoint", "acrobot.pt", cwd=tmp_path, timeout=60)[0], "Acrobot-v1")
 
 
-def test_ctrl_c_saves_and_exits_130(tmp_path):
-    proc, stderr, summary = interrupt_run("a2c.py", "--no-stop-at-target", cwd=tmp_path)
-    assert proc.returncode == 130 and summary is not None and "Traceback" not in stderr, stderr
+@pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "kill"])
+def test_ctrl_c_or_kill_saves_and_exits_128_plus_signal(tmp_path, signum, exit_code):
+    proc, stderr, summary = interrupt_run("a2c.py", "--no-stop-at-target", cwd=tmp_path, signum=signum)
+    assert proc.returncode == exit_code and summary is not None and "Traceback" not in stderr, stderr
     assert summary["interrupted"] and summary["global_step"] > 0
     assert (tmp_path / summary["model_path"]).is_file()

@@ -2,6 +2,7 @@
 frames, a short run on real Pong that must train the weights, --eval-checkpoint, --resume (restores
 everything, continues), Ctrl-C, and bad input."""
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -160,10 +161,11 @@ def test_resumed_run_continues_training(short_run, tmp_path):
     assert not torch.equal(resumed["rng_state"], first["rng_state"])
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_130(monkeypatch, tmp_path):
+@pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "kill"])
+def test_ctrl_c_or_kill_saves_a_checkpoint_and_exits_128_plus_signal(monkeypatch, tmp_path, signum, exit_code):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    proc, stderr, summary = interrupt_run("a2c_atari.py", *SHORT, cwd=tmp_path)
-    assert proc.returncode == 130, stderr
+    proc, stderr, summary = interrupt_run("a2c_atari.py", *SHORT, cwd=tmp_path, signum=signum)
+    assert proc.returncode == exit_code, stderr
     assert "Traceback" not in stderr
     assert summary["interrupted"] is True and summary["global_step"] > 0
     assert load(summary["model_path"])["global_step"] == summary["global_step"]
