@@ -351,8 +351,9 @@ def main():
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
     returns, solved_at_step, solved_at_s, interrupted, last_print = [], None, None, [], 0.0
-    # Ctrl-C only sets a flag (ending the loop; later, evaluation and saving go on): a KeyboardInterrupt could break a lock
-    signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    # Ctrl-C or `kill` only sets a flag (the loop ends; evaluation and saving go on): an exception could break a lock
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda signum, _: interrupted.append(signum))
     while not stop.value and not interrupted and not any(p.exitcode for p in procs) and any(p.is_alive() for p in procs):
         try:
             step, losses, episode = messages.get(timeout=0.5)
@@ -400,7 +401,7 @@ def main():
     os.replace(os.path.join(run_dir, "summary.json.tmp"), os.path.join(run_dir, "summary.json"))
     writer.close()
     print(json.dumps(summary))
-    sys.exit(130 if interrupted else 0)
+    sys.exit(128 + interrupted[0] if interrupted else 0)  # 130 after Ctrl-C, 143 after `kill`
 
 
 if __name__ == "__main__":

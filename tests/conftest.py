@@ -63,14 +63,15 @@ def wait_until_training(cwd, proc, timeout):
 
 
 def interrupt_run(script, *args, cwd, signum=signal.SIGINT):
-    """Start a training run, let it train ~2 s once its run directory exists, then Ctrl-C it as a
-    terminal does (SIGINT to the whole process group), or send it `signum` instead; return (process, stderr, summary or None)."""
+    """Start a training run, let it train ~2 s once its run directory exists, then Ctrl-C it as a terminal does
+    (SIGINT to the whole process group) or, for another `signum`, send it to the launched process alone as `kill`
+    does; return (process, stderr, summary or None)."""
     # a shell that starts pytest in the background hands it SIGINT ignored; give the run the terminal's default
     proc = subprocess.Popen([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_until_training(cwd, proc, timeout=60)
-    os.killpg(proc.pid, signum)
+    os.killpg(proc.pid, signum) if signum == signal.SIGINT else proc.send_signal(signum)
     try:
         _, stderr = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:

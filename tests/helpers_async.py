@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import kill_launcher, run_script, wait_until_training
+from conftest import interrupt_run, kill_launcher, run_script, wait_until_training
 from pomdp_cartpole import CartPoleNoVelocity
 
 REPO = Path(__file__).resolve().parent.parent
@@ -201,6 +201,16 @@ def check_killed_main_leaves_no_worker(script, tmp_path):
     """SIGKILL of the main process alone (the OOM killer, `kill -9`): its workers notice within a rollout and exit."""
     left, _ = kill_launcher(script, "--n-workers", 2, "--total-timesteps", 10**8, "--no-stop-at-target", cwd=tmp_path)
     assert left == []
+
+
+def check_signal_saves_and_exits_128_plus_signal(script, tmp_path, signum, exit_code):
+    """Ctrl-C (SIGINT to the process group) or `kill` (SIGTERM to the main process alone): the workers stop, the
+    model and summary are saved, the exit code is 128 + the signal's number, nothing is left running."""
+    proc, stderr, summary = interrupt_run(script, "--n-workers", 2, "--no-stop-at-target", "--total-timesteps", 10**8,
+                                          cwd=tmp_path, signum=signum)
+    assert proc.returncode == exit_code and "Traceback" not in stderr, stderr
+    assert summary["interrupted"] and summary["global_step"] > 0 and (tmp_path / summary["model_path"]).is_file()
+    assert wait_session_empty(proc.pid) == []
 
 
 def check_runs_budget_without_threshold_under_spawn(script, tmp_path):

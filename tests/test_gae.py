@@ -1,14 +1,15 @@
 """gae.py: GAE against brute force, the shared optimizer across processes, and the script run as a user runs it."""
+import signal
 import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, assert_bad_input, assert_gaussian_matches_closed_form, interrupt_run, run_main_in_process, run_script
+from conftest import REPO, assert_bad_input, assert_gaussian_matches_closed_form, run_main_in_process, run_script
 from helpers_async import (check_env_action_clips_to_the_box, check_fresh_gradients_on_every_update,
                            check_learns_inverted_pendulum, check_lstm_replay_and_state, check_runs_budget_without_threshold_under_spawn,
-                           check_killed_main_leaves_no_worker, check_shared_adam_matches_torch,
+                           check_killed_main_leaves_no_worker, check_signal_saves_and_exits_128_plus_signal, check_shared_adam_matches_torch,
                            check_spawned_process_advances_shared_adam, kill_a_worker, run_with_failing_env, wait_session_empty)
 
 sys.path.insert(0, str(REPO))
@@ -157,11 +158,9 @@ def test_killed_main_process_leaves_no_worker_behind(tmp_path):
 
 
 @linux_only
-def test_ctrl_c_saves_and_exits_130(tmp_path):
-    proc, stderr, summary = interrupt_run("gae.py", "--n-workers", 2, "--no-stop-at-target", "--total-timesteps", 10**8, cwd=tmp_path)
-    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
-    assert summary["interrupted"] and summary["global_step"] > 0 and (tmp_path / summary["model_path"]).is_file()
-    assert wait_session_empty(proc.pid) == []
+@pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "kill"])
+def test_ctrl_c_or_kill_saves_and_exits_128_plus_signal(tmp_path, signum, exit_code):
+    check_signal_saves_and_exits_128_plus_signal("gae.py", tmp_path, signum, exit_code)
 
 
 BAD_INPUT = [
