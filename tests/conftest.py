@@ -62,6 +62,10 @@ def wait_until_training(cwd, proc, timeout):
     time.sleep(2)
 
 
+# a test of Ctrl-C and of `kill`: each saves the run and exits 128 + the signal's number
+ctrl_c_or_kill = pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "kill"])
+
+
 def interrupt_run(script, *args, cwd, signum=signal.SIGINT):
     """Start a training run, let it train ~2 s once its run directory exists, then Ctrl-C it as a terminal does
     (SIGINT to the whole process group) or, for another `signum`, send it to the launched process alone as `kill`
@@ -71,7 +75,10 @@ def interrupt_run(script, *args, cwd, signum=signal.SIGINT):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_until_training(cwd, proc, timeout=60)
-    os.killpg(proc.pid, signum) if signum == signal.SIGINT else proc.send_signal(signum)
+    if signum == signal.SIGINT:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
     try:
         _, stderr = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:

@@ -4,7 +4,6 @@ defaults, determinism, checkpoints with their normalization statistics, bad inpu
 This module also registers the environments the tests need; a subprocess reaches them as
 `--env-id test_a2c:<Id>` with this folder on PYTHONPATH (gymnasium imports the module before `<Id>`)."""
 import os
-import signal
 import subprocess
 import sys
 
@@ -14,7 +13,7 @@ import pytest
 import torch
 from gymnasium.envs.classic_control import CartPoleEnv, PendulumEnv
 
-from conftest import REPO, assert_bad_input, assert_gaussian_matches_closed_form, assert_vector_nstep_returns_match_brute_force, interrupt_run, run_main_in_process, run_script
+from conftest import REPO, assert_bad_input, assert_gaussian_matches_closed_form, assert_vector_nstep_returns_match_brute_force, ctrl_c_or_kill, interrupt_run, run_main_in_process, run_script
 
 sys.path.insert(0, str(REPO))
 import a2c  # noqa: E402  (importing a script has no side effects)
@@ -236,7 +235,7 @@ def test_foreign_checkpoints_exit_2(tmp_path):
     assert_bad_input(run_script("a2c.py", "--eval-checkpoint", "acrobot.pt", cwd=tmp_path, timeout=60)[0], "Acrobot-v1")
 
 
-@pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "kill"])
+@ctrl_c_or_kill
 def test_ctrl_c_or_kill_saves_and_exits_128_plus_signal(tmp_path, signum, exit_code):
     proc, stderr, summary = interrupt_run("a2c.py", "--no-stop-at-target", cwd=tmp_path, signum=signum)
     assert proc.returncode == exit_code and summary is not None and "Traceback" not in stderr, stderr

@@ -2,7 +2,6 @@
 frames, a short run on real Pong that must train the weights, --eval-checkpoint, --resume (restores
 everything, continues), Ctrl-C, and bad input."""
 import json
-import signal
 import sys
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, assert_bad_input, assert_vector_nstep_returns_match_brute_force, interrupt_run, run_main_in_process, run_script
+from conftest import REPO, assert_bad_input, assert_vector_nstep_returns_match_brute_force, ctrl_c_or_kill, interrupt_run, run_main_in_process, run_script
 
 sys.path.insert(0, str(REPO))
 import a2c_atari  # noqa: E402  (importing a script has no side effects)
@@ -161,7 +160,7 @@ def test_resumed_run_continues_training(short_run, tmp_path):
     assert not torch.equal(resumed["rng_state"], first["rng_state"])
 
 
-@pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "kill"])
+@ctrl_c_or_kill
 def test_ctrl_c_or_kill_saves_a_checkpoint_and_exits_128_plus_signal(monkeypatch, tmp_path, signum, exit_code):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     proc, stderr, summary = interrupt_run("a2c_atari.py", *SHORT, cwd=tmp_path, signum=signum)

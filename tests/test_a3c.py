@@ -1,7 +1,6 @@
 """a3c.py: the math, the shared optimizer across processes, and the script run as a user runs it."""
 import importlib.util
 import os
-import signal
 import subprocess
 import sys
 
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, assert_bad_input, assert_gaussian_matches_closed_form, run_main_in_process, run_script
+from conftest import REPO, assert_bad_input, assert_gaussian_matches_closed_form, ctrl_c_or_kill, run_main_in_process, run_script
 from helpers_async import (check_env_action_clips_to_the_box, check_fresh_gradients_on_every_update,
                            check_learns_inverted_pendulum, check_lstm_replay_and_state, check_runs_budget_without_threshold_under_spawn,
                            check_killed_main_leaves_no_worker, check_signal_saves_and_exits_128_plus_signal, check_shared_adam_matches_torch,
@@ -147,7 +146,7 @@ def test_killed_main_process_leaves_no_worker_behind(tmp_path):
 
 
 @linux_only
-@pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "kill"])
+@ctrl_c_or_kill
 def test_ctrl_c_or_kill_saves_and_exits_128_plus_signal(tmp_path, signum, exit_code):
     check_signal_saves_and_exits_128_plus_signal("a3c.py", tmp_path, signum, exit_code)
 
