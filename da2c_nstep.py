@@ -220,10 +220,10 @@ def evaluate(model, args, run_dir):
 
 def train(args, rank, world, t0, writer=None, launcher=None):
     """One rank's training in an initialized process group (rank 0 logs to `writer`): the replica and the run's figures."""
-    interrupted = []
-    signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    T, E, interrupted = args.n_steps, args.n_envs, []
+    for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or SIGTERM from torchrun's shutdown or a scheduler: stop and save
+        signal.signal(signum, lambda *_: interrupted.append(True))
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    T, E = args.n_steps, args.n_envs
     envs = gym.wrappers.vector.RecordEpisodeStatistics(  # episode returns before any reward scaling
         gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(E)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP))
     if args.normalize_reward:  # gymnasium's running std of the discounted return, of this rank's environments

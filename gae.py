@@ -211,7 +211,8 @@ def push_gradients(local, shared, optimizer, loss, max_grad_norm):
 
 
 def worker(rank, args, agent, optimizer, global_step, stop, messages):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is main's to handle; it stops us through `stop`
+    for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or a SIGTERM to every process of the run (a scheduler's),
+        signal.signal(signum, signal.SIG_IGN)  # is main's to handle; it stops us through `stop`
     torch.set_num_threads(1)
     torch.distributions.Distribution.set_default_validate_args(False)  # the checks cost more than the network
     messages.cancel_join_thread()  # exit without waiting for main to read what is still queued

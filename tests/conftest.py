@@ -62,20 +62,21 @@ def wait_until_training(cwd, proc, timeout):
     time.sleep(2)
 
 
-# a test of Ctrl-C and of `kill`: each saves the run and exits 128 + the signal's number
-ctrl_c_or_kill = pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "kill"])
+# Ctrl-C (SIGINT to the process group, as a terminal sends it), `kill` (SIGTERM to the launched process alone) and a
+# scheduler's SIGTERM to every process of the run (as Slurm sends it): each saves the run and exits 128 + the signal
+ctrl_c_or_kill = pytest.mark.parametrize("signum, to_group, exit_code", [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143),
+                                                                        (signal.SIGTERM, True, 143)], ids=["ctrl-c", "kill", "kill-group"])
 
 
-def interrupt_run(script, *args, cwd, signum=signal.SIGINT):
-    """Start a training run, let it train ~2 s once its run directory exists, then Ctrl-C it as a terminal does
-    (SIGINT to the whole process group) or, for another `signum`, send it to the launched process alone as `kill`
-    does; return (process, stderr, summary or None)."""
+def interrupt_run(script, *args, cwd, signum=signal.SIGINT, to_group=True):
+    """Start a training run, let it train ~2 s once its run directory exists, then send `signum` to its whole process
+    group (`to_group`) or to the launched process alone; return (process, stderr, summary or None)."""
     # a shell that starts pytest in the background hands it SIGINT ignored; give the run the terminal's default
     proc = subprocess.Popen([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_until_training(cwd, proc, timeout=60)
-    if signum == signal.SIGINT:
+    if to_group:
         os.killpg(proc.pid, signum)
     else:
         proc.send_signal(signum)
@@ -99,15 +100,16 @@ def leftover_processes(marker):
     return found
 
 
-def kill_launcher(script, *args, cwd, command=None, timeout=30, signum=signal.SIGKILL):
+def kill_launcher(script, *args, cwd, command=None, timeout=30, signum=signal.SIGKILL, to_group=False):
     """Start a training run, let it train ~2 s once its run directory exists, then send `signum` to the process that
-    was launched (the script, or torchrun) alone, as the OOM killer, `kill -9` or `kill` would. Return (the run's
-    processes still alive `timeout` s later, or as soon as there are none; summary or None)."""
+    was launched (the script, or torchrun) alone, as the OOM killer, `kill -9` or `kill` would, or to its whole process
+    group (`to_group`). Return (the run's processes still alive `timeout` s later, or as soon as there are none;
+    summary or None)."""
     marker = f"AC_TEST_{uuid.uuid4().hex}"  # every process of the run inherits it
-    proc = subprocess.Popen(command or [sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, text=True,
+    proc = subprocess.Popen(command or [sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, text=True, start_new_session=True,
                             env={**os.environ, marker: "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_until_training(cwd, proc, timeout=120)
-    proc.send_signal(signum)
+    os.killpg(proc.pid, signum) if to_group else proc.send_signal(signum)
     proc.wait()
     deadline = time.time() + timeout
     while leftover_processes(marker) and time.time() < deadline:

@@ -203,11 +203,12 @@ def check_killed_main_leaves_no_worker(script, tmp_path):
     assert left == []
 
 
-def check_signal_saves_and_exits_128_plus_signal(script, tmp_path, signum, exit_code):
-    """Ctrl-C (SIGINT to the process group) or `kill` (SIGTERM to the main process alone): the workers stop, the
-    model and summary are saved, the exit code is 128 + the signal's number, nothing is left running."""
+def check_signal_saves_and_exits_128_plus_signal(script, tmp_path, signum, to_group, exit_code):
+    """Ctrl-C (SIGINT to the process group), `kill` (SIGTERM to the main process alone) or a scheduler's SIGTERM to
+    every process (the workers ignore it): the workers stop, the model and summary are saved, the exit code is
+    128 + the signal's number, nothing is left running."""
     proc, stderr, summary = interrupt_run(script, "--n-workers", 2, "--no-stop-at-target", "--total-timesteps", 10**8,
-                                          cwd=tmp_path, signum=signum)
+                                          cwd=tmp_path, signum=signum, to_group=to_group)
     assert proc.returncode == exit_code and "Traceback" not in stderr, stderr
     assert summary["interrupted"] and summary["global_step"] > 0 and (tmp_path / summary["model_path"]).is_file()
     assert wait_session_empty(proc.pid) == []

@@ -236,8 +236,8 @@ def test_foreign_checkpoints_exit_2(tmp_path):
 
 
 @ctrl_c_or_kill
-def test_ctrl_c_or_kill_saves_and_exits_128_plus_signal(tmp_path, signum, exit_code):
-    proc, stderr, summary = interrupt_run("a2c.py", "--no-stop-at-target", cwd=tmp_path, signum=signum)
+def test_ctrl_c_or_kill_saves_and_exits_128_plus_signal(tmp_path, signum, to_group, exit_code):
+    proc, stderr, summary = interrupt_run("a2c.py", "--no-stop-at-target", cwd=tmp_path, signum=signum, to_group=to_group)
     assert proc.returncode == exit_code and summary is not None and "Traceback" not in stderr, stderr
     assert summary["interrupted"] and summary["global_step"] > 0
     assert (tmp_path / summary["model_path"]).is_file()

@@ -161,9 +161,9 @@ def test_resumed_run_continues_training(short_run, tmp_path):
 
 
 @ctrl_c_or_kill
-def test_ctrl_c_or_kill_saves_a_checkpoint_and_exits_128_plus_signal(monkeypatch, tmp_path, signum, exit_code):
+def test_ctrl_c_or_kill_saves_a_checkpoint_and_exits_128_plus_signal(monkeypatch, tmp_path, signum, to_group, exit_code):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    proc, stderr, summary = interrupt_run("a2c_atari.py", *SHORT, cwd=tmp_path, signum=signum)
+    proc, stderr, summary = interrupt_run("a2c_atari.py", *SHORT, cwd=tmp_path, signum=signum, to_group=to_group)
     assert proc.returncode == exit_code, stderr
     assert "Traceback" not in stderr
     assert summary["interrupted"] is True and summary["global_step"] > 0

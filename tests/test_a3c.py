@@ -147,8 +147,8 @@ def test_killed_main_process_leaves_no_worker_behind(tmp_path):
 
 @linux_only
 @ctrl_c_or_kill
-def test_ctrl_c_or_kill_saves_and_exits_128_plus_signal(tmp_path, signum, exit_code):
-    check_signal_saves_and_exits_128_plus_signal("a3c.py", tmp_path, signum, exit_code)
+def test_ctrl_c_or_kill_saves_and_exits_128_plus_signal(tmp_path, signum, to_group, exit_code):
+    check_signal_saves_and_exits_128_plus_signal("a3c.py", tmp_path, signum, to_group, exit_code)
 
 
 BAD_INPUT = [

@@ -271,14 +271,17 @@ def test_ctrl_c_saves_and_exits_130(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
-@pytest.mark.parametrize("launcher, signum", [("direct", signal.SIGKILL), ("torchrun", signal.SIGKILL), ("direct", signal.SIGTERM)])
-def test_a_killed_launcher_leaves_no_rank_behind_and_the_run_is_saved(tmp_path, launcher, signum):
+@pytest.mark.parametrize("launcher, signum, to_group", [("direct", signal.SIGKILL, False), ("torchrun", signal.SIGKILL, False),
+                                                       ("direct", signal.SIGTERM, False), ("direct", signal.SIGTERM, True),
+                                                       ("torchrun", signal.SIGTERM, False)])
+def test_a_killed_launcher_leaves_no_rank_behind_and_the_run_is_saved(tmp_path, launcher, signum, to_group):
     # direct: elastic_launch's ranks, which would wait forever for their launcher to read their exit codes (SIGKILL),
     # or which it would kill unsaved (SIGTERM, if it handled it); torchrun's ranks run in sessions of their own, and
-    # nothing else would stop them before their budget
+    # nothing else would stop them before their budget. SIGTERM to the whole group (a scheduler's) and torchrun's
+    # forwarded SIGTERM reach the ranks themselves, which stop and save as on Ctrl-C.
     args = ["--no-stop-at-target", "--total-timesteps", 10**8]
     command = [*TORCHRUN, "--standalone", "--nproc-per-node", "2", str(REPO / SCRIPT), *map(str, args)] if launcher == "torchrun" else None
-    left, summary = kill_launcher(SCRIPT, "--n-workers", 2, *args, cwd=tmp_path, command=command, signum=signum)
+    left, summary = kill_launcher(SCRIPT, "--n-workers", 2, *args, cwd=tmp_path, command=command, signum=signum, to_group=to_group)
     assert left == []
     assert summary["interrupted"] and summary["global_step"] > 0 and (tmp_path / summary["model_path"]).is_file()
 
