@@ -1,4 +1,5 @@
-"""The environment suite installs from requirements.txt, and benchmarks/suite.py does not rot."""
+"""The environment suite installs from requirements.txt, benchmarks/suite.py does not rot, the scripts keep their shape."""
+import ast
 import importlib.util
 import json
 import os
@@ -105,3 +106,16 @@ def test_peer_settings_follow_the_zoo():
     n_envs, normalize, settings = peer.zoo_settings("Pendulum-v1")
     assert (n_envs, normalize, settings["gamma"]) == (8, True, 0.9)
     assert peer.zoo_settings("LunarLander-v3") == (1, False, {})  # not in our table: SB3's defaults
+
+
+BUDGETS = {"a2c.py": 300, "a3c.py": 340, "gae.py": 355, "da2c_nstep.py": 340, "a2c_atari.py": 340}  # CONVENTIONS.md v2
+
+
+@pytest.mark.parametrize("script", BUDGETS)
+def test_script_within_its_line_budget_and_the_readme_says_how_long(script):
+    source = (REPO / script).read_text()
+    lines = sum(1 for line in source.splitlines() if line.strip())  # non-blank, docstrings included
+    assert lines <= BUDGETS[script]
+    assert len(ast.get_docstring(ast.parse(source), clean=False).splitlines()) <= 25  # the module docstring
+    row = next(line for line in (REPO / "README.md").read_text().splitlines() if line.startswith(f"| [`{script}`]"))
+    assert row.split("|")[4].strip() == str(lines), row
