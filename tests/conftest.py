@@ -68,6 +68,14 @@ ctrl_c_or_kill = pytest.mark.parametrize("signum, to_group, exit_code", [(signal
                                                                         (signal.SIGTERM, True, 143)], ids=["ctrl-c", "kill", "kill-group"])
 
 
+def send(proc, signum, to_group):
+    """`signum` to every process in the group of `proc` (started in a session of its own), or to `proc` alone."""
+    if to_group:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
+
+
 def interrupt_run(script, *args, cwd, signum=signal.SIGINT, to_group=True):
     """Start a training run, let it train ~2 s once its run directory exists, then send `signum` to its whole process
     group (`to_group`) or to the launched process alone; return (process, stderr, summary or None)."""
@@ -76,10 +84,7 @@ def interrupt_run(script, *args, cwd, signum=signal.SIGINT, to_group=True):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_until_training(cwd, proc, timeout=60)
-    if to_group:
-        os.killpg(proc.pid, signum)
-    else:
-        proc.send_signal(signum)
+    send(proc, signum, to_group)
     try:
         _, stderr = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
@@ -109,7 +114,7 @@ def kill_launcher(script, *args, cwd, command=None, timeout=30, signum=signal.SI
     proc = subprocess.Popen(command or [sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, text=True, start_new_session=True,
                             env={**os.environ, marker: "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_until_training(cwd, proc, timeout=120)
-    os.killpg(proc.pid, signum) if to_group else proc.send_signal(signum)
+    send(proc, signum, to_group)
     proc.wait()
     deadline = time.time() + timeout
     while leftover_processes(marker) and time.time() < deadline:
