@@ -211,8 +211,6 @@ def push_gradients(local, shared, optimizer, loss, max_grad_norm):
 
 
 def worker(rank, args, agent, optimizer, global_step, stop, messages):
-    for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or a SIGTERM to every process of the run (a scheduler's),
-        signal.signal(signum, signal.SIG_IGN)  # is main's to handle; it stops us through `stop`
     torch.set_num_threads(1)
     torch.distributions.Distribution.set_default_validate_args(False)  # the checks cost more than the network
     messages.cancel_join_thread()  # exit without waiting for main to read what is still queued
@@ -343,18 +341,20 @@ def main():
     global_step, stop, messages = mp.Value("q", 0), mp.Value("b", 0, lock=False), mp.Queue()  # any start method
     procs = [mp.Process(target=worker, args=(i, args, agent, optimizer, global_step, stop, messages), daemon=True)
              for i in range(args.n_workers)]
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # workers inherit Ctrl-C ignored, even before their first line
+    # Ctrl-C, or a SIGTERM to every process of the run (a scheduler's), is main's to handle: it stops the workers
+    for signum in (signal.SIGINT, signal.SIGTERM):  # through `stop`; they inherit both ignored, before their first line
+        signal.signal(signum, signal.SIG_IGN)
     for p in procs:
         p.start()
+    interrupted = []  # Ctrl-C or `kill` only sets a flag (the loop ends; evaluation and saving go on): an exception could break a lock
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda signum, _: interrupted.append(signum))
     from torch.utils.tensorboard import SummaryWriter  # after the fork: a forked process must not copy its thread
 
     run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(start_time)}"
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
-    returns, solved_at_step, solved_at_s, interrupted, last_print = [], None, None, [], 0.0
-    # Ctrl-C or `kill` only sets a flag (the loop ends; evaluation and saving go on): an exception could break a lock
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda signum, _: interrupted.append(signum))
+    returns, solved_at_step, solved_at_s, last_print = [], None, None, 0.0
     while not stop.value and not interrupted and not any(p.exitcode for p in procs) and any(p.is_alive() for p in procs):
         try:
             step, losses, episode = messages.get(timeout=0.5)

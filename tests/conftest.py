@@ -54,12 +54,12 @@ def repo():
     return REPO
 
 
-def wait_until_training(cwd, proc, timeout):
-    """Wait (up to `timeout` s, or until `proc` exits) for the run under `cwd` to write its events file, then 2 s more."""
+def wait_until_training(cwd, proc, timeout, settle_s=2):
+    """Wait (up to `timeout` s, or until `proc` exits) for the run under `cwd` to write its events file, then `settle_s`."""
     deadline = time.time() + timeout
     while not list(Path(cwd).glob("runs/*/events.out.tfevents.*")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    time.sleep(2)
+    time.sleep(settle_s)
 
 
 # Ctrl-C (SIGINT to the process group, as a terminal sends it), `kill` (SIGTERM to the launched process alone) and a
@@ -76,14 +76,15 @@ def send(proc, signum, to_group):
         proc.send_signal(signum)
 
 
-def interrupt_run(script, *args, cwd, signum=signal.SIGINT, to_group=True):
-    """Start a training run, let it train ~2 s once its run directory exists, then send `signum` to its whole process
-    group (`to_group`) or to the launched process alone; return (process, stderr, summary or None)."""
+def interrupt_run(script, *args, cwd, signum=signal.SIGINT, to_group=True, command=None, settle_s=2):
+    """Start a training run (`python <script> <args>`, or `command`), let it train `settle_s` once its run directory
+    exists, then send `signum` to its whole process group (`to_group`) or to the launched process alone; return
+    (process, stderr, summary or None)."""
     # a shell that starts pytest in the background hands it SIGINT ignored; give the run the terminal's default
-    proc = subprocess.Popen([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, text=True,
+    proc = subprocess.Popen(command or [sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    wait_until_training(cwd, proc, timeout=60)
+    wait_until_training(cwd, proc, timeout=60, settle_s=settle_s)
     send(proc, signum, to_group)
     try:
         _, stderr = proc.communicate(timeout=60)

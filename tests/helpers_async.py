@@ -214,6 +214,20 @@ def check_signal_saves_and_exits_128_plus_signal(script, tmp_path, signum, to_gr
     assert wait_session_empty(proc.pid) == []
 
 
+def check_group_sigterm_while_workers_start_saves(script, tmp_path):
+    """A scheduler's SIGTERM to every process as soon as the run directory exists, while spawned workers are still
+    importing torch, before their first line: main stops them, saves the untrained model and exits 143; no worker
+    dies of it."""
+    if "spawn" not in mp.get_all_start_methods():
+        pytest.skip("spawn is not available here")
+    args = "--n-workers", 2, "--no-stop-at-target", "--total-timesteps", 10**8
+    proc, stderr, summary = interrupt_run(script, cwd=tmp_path, signum=signal.SIGTERM, to_group=True, settle_s=0,
+                                          command=command(script, *args, start_method="spawn"))
+    assert proc.returncode == 143 and "died" not in stderr and "Traceback" not in stderr, stderr
+    assert summary["interrupted"] and (tmp_path / summary["model_path"]).is_file()
+    assert wait_session_empty(proc.pid) == []
+
+
 def check_runs_budget_without_threshold_under_spawn(script, tmp_path):
     """An env without a reward threshold trains to the budget and exits 0, under spawn too (the workers re-import
     the env's module, as under forkserver)."""

@@ -11,6 +11,7 @@ import torch
 from conftest import REPO, assert_bad_input, assert_gaussian_matches_closed_form, ctrl_c_or_kill, run_main_in_process, run_script
 from helpers_async import (check_env_action_clips_to_the_box, check_fresh_gradients_on_every_update,
                            check_learns_inverted_pendulum, check_lstm_replay_and_state, check_runs_budget_without_threshold_under_spawn,
+                           check_group_sigterm_while_workers_start_saves,
                            check_killed_main_leaves_no_worker, check_signal_saves_and_exits_128_plus_signal, check_shared_adam_matches_torch,
                            check_spawned_process_advances_shared_adam, kill_a_worker, run_with_failing_env, wait_session_empty)
 
@@ -118,6 +119,11 @@ def test_lstm_learns_cartpole_without_velocities(tmp_path):
 
 def test_env_without_threshold_runs_its_budget_under_spawn(tmp_path):
     check_runs_budget_without_threshold_under_spawn("a3c.py", tmp_path)
+
+
+@linux_only
+def test_group_sigterm_while_workers_start_saves(tmp_path):
+    check_group_sigterm_while_workers_start_saves("a3c.py", tmp_path)
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
