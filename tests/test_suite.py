@@ -3,6 +3,7 @@ import ast
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -119,3 +120,22 @@ def test_script_within_its_line_budget_and_the_readme_says_how_long(script):
     assert len(ast.get_docstring(ast.parse(source), clean=False).splitlines()) <= 25  # the module docstring
     row = next(line for line in (REPO / "README.md").read_text().splitlines() if line.startswith(f"| [`{script}`]"))
     assert row.split("|")[4].strip() == str(lines), row
+
+
+# What the lines behind each link of the README's "Details that matter" must still say: (detail, script) -> pattern
+DETAIL_LINES = {(1, "a2c.py"): r'final_obs', (1, "a3c.py"): r'bootstrap = 0\.0 if terminated', (1, "da2c_nstep.py"): r'def nstep_returns',
+                (2, "a3c.py"): r'zero_grad', (3, "a3c.py"): r'"step": torch\.zeros', (4, "a2c.py"): r'clamp\(-1, 1\)',
+                (4, "a3c.py"): r'np\.clip', (5, "a2c.py"): r'register_buffer', (5, "a3c.py"): r'register_buffer',
+                (5, "da2c_nstep.py"): r'obs_sums|\(obs - mean\)', (6, "a3c.py"): r'LSTM state', (7, "da2c_nstep.py"): r'all_reduce',
+                (8, "da2c_nstep.py"): r'destroy_process_group'}
+
+
+def test_the_readme_details_point_at_the_lines_that_do_them():
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Details that matter")[1].split("\n## ")[0]
+    links = [(int(detail), script, int(first), int(last or first)) for detail, text in re.findall(r"^(\d+)\. (.*?)(?=^\d+\. |\Z)", section, re.S | re.M)
+             for script, first, last in re.findall(r"\]\(([\w.]+)#L(\d+)(?:-L(\d+))?\)", text)]
+    assert {(detail, script) for detail, script, _, _ in links} == set(DETAIL_LINES)
+    for detail, script, first, last in links:
+        lines = (REPO / script).read_text().splitlines()[first - 1:last]
+        assert last - first < 25 and re.search(DETAIL_LINES[detail, script], "\n".join(lines)), (detail, script, first, last)
