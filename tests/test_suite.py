@@ -133,8 +133,9 @@ DETAIL_LINES = {(1, "a2c.py"): r'final_obs', (1, "a3c.py"): r'bootstrap = 0\.0 i
 def test_the_readme_details_point_at_the_lines_that_do_them():
     readme = (REPO / "README.md").read_text()
     section = readme.split("## Details that matter")[1].split("\n## ")[0]
-    links = [(int(detail), script, int(first), int(last or first)) for detail, text in re.findall(r"^(\d+)\. (.*?)(?=^\d+\. |\Z)", section, re.S | re.M)
-             for script, first, last in re.findall(r"\]\(([\w.]+)#L(\d+)(?:-L(\d+))?\)", text)]
+    details = re.findall(r"^(\d+)\. (.*?)(?=^\d+\. |\Z)", section, re.S | re.M)  # (number, text) of each numbered item
+    links = [(int(detail), script, int(first), int(last or first)) for detail, text in details
+             for script, first, last in re.findall(r"\]\(([\w.]+)#L(\d+)(?:-L(\d+))?\)", text)]  # [..](script#La-Lb)
     assert {(detail, script) for detail, script, _, _ in links} == set(DETAIL_LINES)
     for detail, script, first, last in links:
         lines = (REPO / script).read_text().splitlines()[first - 1:last]
