@@ -1,12 +1,12 @@
 """Advantage actor-critic (A2C) on Atari from pixels, on ALE's vectorized C++ environment.
 
 The synchronous A2C of `a2c.py` (Mnih et al. 2016, "Asynchronous Methods for Deep Reinforcement
-Learning", https://arxiv.org/abs/1602.01783) with the Nature-DQN convolutional body and two heads,
-policy logits and state value, as in the notebook "The Actor-Critic Method" (Deep RL Hands-On, A2C
-on Pong). `n_envs` games step in lockstep in ALE's `AtariVectorEnv` (C++ threads: frame skip 4 with
-max-pooling, 84x84 grayscale, 4 stacked frames, up to 30 no-ops and FIRE at reset; sticky actions
-for `-v5` ids only). After `n_steps` steps per game, n-step returns on sign-clipped rewards and one
-gradient step:
+Learning", https://arxiv.org/abs/1602.01783) with that paper's convolutional body for Atari (two
+convolutions and 256 units) and two heads, policy logits and state value, as in the notebook "The
+Actor-Critic Method" (Deep RL Hands-On, A2C on Pong, which uses the larger Nature-DQN body). `n_envs`
+games step in lockstep in ALE's `AtariVectorEnv` (C++ threads: frame skip 4 with max-pooling, 84x84
+grayscale, 4 stacked frames, up to 30 no-ops and FIRE at reset; sticky actions for `-v5` ids only).
+After `n_steps` steps per game, n-step returns on sign-clipped rewards and one gradient step:
 
     R_t = sign(r_t) + gamma * R_{t+1},  R_T = V(s_T)  (a game cut by the frame limit: V(its last frame))
     loss = -mean(A_t log pi(a_t|s_t)) + vf_coef * mean(A_t^2) - ent_coef * H[pi],  A_t = R_t - V(s_t)
@@ -18,9 +18,10 @@ gradient step:
 
 Each agent step costs one forward pass: the rollout keeps its autograd graph and the update
 backpropagates through it. Defaults: OpenAI baselines' A2C (16 games x 5 steps, entropy 0.01, value
-coefficient 0.5, gradient norm 0.5) with Adam (lr 1e-3, eps 1e-5) in float32, the setting whose Pong
-runs measured surest; the notebook's own optimizer settings left the policy uniform. The logged
-return is the game score. Siblings: `a2c.py` (flat observations); docs/a2c_atari.md has the runs.
+coefficient 0.5, gradient norm 0.5) with Adam (lr 5e-4, eps 1e-5) in float32, the setting whose Pong
+runs measured surest (at lr 1e-3 the first convolution went dead, no output positive on any frame, in
+some runs). The logged return is the game score. Siblings: `a2c.py` (flat observations);
+docs/a2c_atari.md has the runs.
 """
 
 # /// script
@@ -65,7 +66,7 @@ class Args:
     """number of games stepped in lockstep"""
     n_steps: int = 5
     """steps per game in each rollout (the n of the n-step return)"""
-    learning_rate: float = 1e-3
+    learning_rate: float = 5e-4
     """Adam learning rate"""
     adam_eps: float = 1e-5
     """Adam epsilon"""
@@ -138,18 +139,18 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
 
 
 class ActorCritic(nn.Module):
-    """Nature-DQN body on 4 stacked 84x84 frames (uint8), two heads: policy logits and state value."""
+    """The A3C paper's body on 4 stacked 84x84 frames (uint8): 16 8x8 filters, stride 4; 32 4x4, stride 2; 256 units.
+    Two heads: policy logits and state value."""
 
     def __init__(self, n_actions: int):
         super().__init__()
         self.body = nn.Sequential(
-            layer_init(nn.Conv2d(4, 32, 8, stride=4)), nn.ReLU(),
-            layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
-            layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(),
-            nn.Flatten(), layer_init(nn.Linear(64 * 7 * 7, 512)), nn.ReLU(),
+            layer_init(nn.Conv2d(4, 16, 8, stride=4)), nn.ReLU(),
+            layer_init(nn.Conv2d(16, 32, 4, stride=2)), nn.ReLU(),
+            nn.Flatten(), layer_init(nn.Linear(32 * 9 * 9, 256)), nn.ReLU(),
         )
-        self.policy_head = layer_init(nn.Linear(512, n_actions), std=0.01)
-        self.value_head = layer_init(nn.Linear(512, 1), std=1.0)
+        self.policy_head = layer_init(nn.Linear(256, n_actions), std=0.01)
+        self.value_head = layer_init(nn.Linear(256, 1), std=1.0)
 
     def forward(self, obs):
         hidden = self.body(obs.float() / 255.0)  # frames travel to the device as bytes
