@@ -139,15 +139,14 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
 
 
 class ActorCritic(nn.Module):
-    """The A3C paper's body on 4 stacked 84x84 frames (uint8): 16 8x8 filters, stride 4; 32 4x4, stride 2; 256 units.
-    Two heads: policy logits and state value."""
+    """The A3C paper's body (the DQN network of Mnih et al. 2013) on 4 stacked 84x84 frames (uint8), two heads."""
 
     def __init__(self, n_actions: int):
         super().__init__()
         self.body = nn.Sequential(
             layer_init(nn.Conv2d(4, 16, 8, stride=4)), nn.ReLU(),
             layer_init(nn.Conv2d(16, 32, 4, stride=2)), nn.ReLU(),
-            nn.Flatten(), layer_init(nn.Linear(32 * 9 * 9, 256)), nn.ReLU(),
+            nn.Flatten(), layer_init(nn.Linear(32 * 9 * 9, 256)), nn.ReLU(),  # 84x84 -> 20x20 -> 9x9
         )
         self.policy_head = layer_init(nn.Linear(256, n_actions), std=0.01)
         self.value_head = layer_init(nn.Linear(256, 1), std=1.0)
