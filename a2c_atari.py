@@ -33,6 +33,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -78,6 +79,8 @@ class Args:
     """coefficient of the value loss (mean squared error)"""
     max_grad_norm: float = 0.5
     """maximum global norm of the gradient"""
+    compile: bool = True
+    """compile the network with torch.compile (on the CPU it needs a C++ compiler: g++, or the one named in $CXX)"""
     max_episode_frames: int = 108_000
     """frames after which a game is cut short (truncated); 108,000 are 30 minutes of play"""
     target_return: Optional[float] = None
@@ -183,6 +186,8 @@ def check_args(args: Args):
         args.target_return = 18.0
     if args.capture_video and importlib.util.find_spec("moviepy") is None:  # gymnasium's save_video writes through it
         fail("--capture-video needs moviepy: pip install moviepy")
+    if args.compile and sys.platform == "linux" and not shutil.which(os.environ.get("CXX", "g++")):
+        fail("--compile needs a C++ compiler (g++, or the one named in $CXX): install one, or pass --no-compile")
 
 
 def load_checkpoint(path: str, env_id: Optional[str] = None):
@@ -251,6 +256,8 @@ def main():
 
     envs = make_env(args, args.n_envs)
     model = ActorCritic(envs.single_action_space.n).to(device)
+    if args.compile:
+        model.compile()  # in place: the state_dict keeps its keys, so checkpoints load with or without it
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
     global_step, episodes, solved_at_step, solved_at_s = 0, 0, None, None
     recent_returns = deque(maxlen=100)
