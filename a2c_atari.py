@@ -20,8 +20,8 @@ Each agent step costs one forward pass: the rollout keeps its autograd graph and
 backpropagates through it. Defaults: OpenAI baselines' A2C (16 games x 5 steps, entropy 0.01, value
 coefficient 0.5, gradient norm 0.5) with Adam (lr 5e-4, eps 1e-5) in float32, the setting whose Pong
 runs measured surest (at lr 1e-3 the first convolution went dead, no output positive on any frame, in
-some runs). The logged return is the game score. Siblings: `a2c.py` (flat observations);
-docs/a2c_atari.md has the runs.
+some runs); `torch.compile` on the network, `--no-compile` to run without. The logged return is the
+game score. Siblings: `a2c.py` (flat observations); docs/a2c_atari.md has the runs.
 """
 
 # /// script

@@ -176,6 +176,13 @@ def test_not_an_atari_game_exits_2_with_one_line(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_compile_without_a_cxx_compiler_exits_2_with_one_line(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    proc = run_main_in_process(a2c_atari, monkeypatch, capsys, tmp_path, "--total-timesteps", 80, "--eval-episodes", 1)
+    assert_bad_input(proc, "C++ compiler", "--no-compile")
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize(
     "args, words",
     [
