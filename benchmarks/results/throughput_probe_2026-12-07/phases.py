@@ -2,9 +2,7 @@ import time, sys, numpy as np, torch
 sys.argv=['x']
 import a2c_atari as A
 from torch.distributions import Categorical
-args = A.Args(); args.n_envs=int(sys.argv[1]) if len(sys.argv)>1 else 16
 import os
-nt = int(os.environ.get("NT","0"))
 NE=int(os.environ.get("NE","16"))
 envs_threads = int(os.environ.get("ET","0"))
 from ale_py.vector_env import AtariVectorEnv
@@ -33,7 +31,6 @@ def rollout_update():
     t_upd+=time.perf_counter()-t0; c_upd+=time.process_time()-c0
 for _ in range(50): rollout_update()
 t_env=t_fwd=t_upd=0.0
-c_env=c_fwd=c_upd=0.0
 c_env=c_fwd=c_upd=0.0
 t=time.perf_counter()
 N=400

@@ -14,14 +14,9 @@ def rollout_update():
     lps=[];vals=[]
     for t in range(5):
         for gi,g in enumerate(groups):
-            if t>0 or True:
-                pass
+            # this group steps in ALE's threads while the next group's forward pass runs
             logits,v = model(nobs[gi]); p=Categorical(logits=logits); a=p.sample(); lps.append(p.log_prob(a)); vals.append(v)
             g.send(a.numpy())
-            # receive the other group (sent earlier) -- here we receive this one's previous? simple: receive the group sent before
-            prev = groups[gi-1]
-            if G==1 or gi>0 or t>0:
-                pass
         for gi,g in enumerate(groups):
             o,r,te,tr,info = g.recv(); nobs[gi]=torch.as_tensor(o)
     with torch.no_grad(): lv=[model(n)[1] for n in nobs]
