@@ -1,7 +1,0 @@
-#!/bin/bash
-# seed 1 again with the defaults (compile on), from a cold Inductor cache
-cd /work/pongn
-rm -rf /tmp/torchinductor_$(whoami)
-echo "=== seed 1 start $(date -u +%H:%M:%S)"
-/work/venv/bin/python -u a2c_atari.py --seed 1 --total-timesteps 5000000 > log6_s1.txt 2>&1
-echo "=== seed 1 end $(date -u +%H:%M:%S) rc=$?"
