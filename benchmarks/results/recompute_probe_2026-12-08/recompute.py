@@ -4,6 +4,7 @@ import a2c_atari as A
 from torch.distributions import Categorical
 from ale_py.vector_env import AtariVectorEnv
 MODE = os.environ["MODE"]; NE = 16
+if os.environ.get("FTZ"): torch.set_flush_denormal(True)
 envs = AtariVectorEnv("pong", NE, autoreset_mode="SameStep", reward_clipping=False)
 model = A.ActorCritic(6); model.compile()
 opt = torch.optim.Adam(model.parameters(), lr=5e-4, eps=1e-5, fused=True)
