@@ -1,3 +1,4 @@
+# steps/s of a2c_atari.py's loop (MODE=graph) against a no-grad rollout and one pass over the batch (MODE=recompute)
 import time, sys, os, torch
 sys.argv = ['x']
 import a2c_atari as A
@@ -16,7 +17,7 @@ def graph():
     for _ in range(5):
         logits, v = model(nobs); p = Categorical(logits=logits); a = p.sample(); lps.append(p.log_prob(a)); vals.append(v)
         o, *_ = envs.step(a.numpy()); nobs = torch.as_tensor(o)
-    with torch.no_grad(): lv = model(nobs)[1]
+    with torch.no_grad(): model(nobs)  # the bootstrap V(s_T), paid as in the file
     loss = (torch.cat(vals) ** 2).mean() - torch.cat(lps).mean()
     opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5); opt.step()
 def recompute():
@@ -24,9 +25,9 @@ def recompute():
     obss, acts = [], []
     with torch.no_grad():
         for _ in range(5):
-            logits, v = model(nobs); a = Categorical(logits=logits).sample(); obss.append(nobs); acts.append(a)
+            logits, _ = model(nobs); a = Categorical(logits=logits).sample(); obss.append(nobs); acts.append(a)
             o, *_ = envs.step(a.numpy()); nobs = torch.as_tensor(o)
-        lv = model(nobs)[1]
+        model(nobs)  # the bootstrap V(s_T)
     logits, vals = model(torch.cat(obss)); p = Categorical(logits=logits)
     loss = (vals ** 2).mean() - p.log_prob(torch.cat(acts)).mean()
     opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5); opt.step()
